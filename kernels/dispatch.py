@@ -1,0 +1,43 @@
+"""The one place that decides, for the whole project, whether a kernel runs in Triton or in torch.
+
+No other module asks ``torch.cuda.is_available()`` to choose a kernel: call ``use_triton(x)`` with the
+tensor the kernel will read. ``LING26_FORCE_TRITON=1`` takes the Triton path for any tensor; on a CPU it
+only works together with ``TRITON_INTERPRET=1`` (set before ``triton`` is imported), which is how the
+CPU tests exercise the Triton kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+FORCE_TRITON_ENV = "LING26_FORCE_TRITON"
+
+_announced: set[str] = set()
+
+
+@functools.cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_triton(x: torch.Tensor) -> bool:
+    """True iff the Triton kernels should run on ``x``: it is on CUDA (or the env forces Triton) and
+    ``triton`` is importable. Logs the chosen backend once per backend and process."""
+    forced = os.environ.get(FORCE_TRITON_ENV, "") == "1"
+    chosen = (x.is_cuda or forced) and triton_available()
+    if chosen:
+        backend, reason = "triton", f"{FORCE_TRITON_ENV}=1" if forced else f"tensor on {x.device}"
+    else:
+        backend = "torch"
+        reason = "triton not importable" if not triton_available() else f"tensor on {x.device}"
+    if backend not in _announced:
+        _announced.add(backend)
+        logger.info("kernels: %s backend (%s)", backend, reason)
+    return chosen

@@ -1,0 +1,78 @@
+"""What every stage task shares: the config it receives as canonical JSON, its nested MLflow run, DVC
+versioning of its outputs, and the Flyte cache policy. Kept free of heavy imports (torch, mlflow) at
+module level so that importing the workflow stays cheap."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from configs import PipelineConfig, cache_version, config_hash, from_dict, to_dict, to_json
+
+log = logging.getLogger("ling26")
+
+
+def stage_cache() -> Any:
+    """Flyte cache for stage tasks: keyed on the config JSON and data inputs; the MLflow parent run id
+    is ignored, otherwise every execution (a new parent run) would miss the cache."""
+    from flytekit import Cache
+
+    return Cache(version=cache_version(), ignored_inputs=("parent_run_id",))
+
+
+def load_config(config_json: str) -> PipelineConfig:
+    """Parse and re-validate the config a task received (unknown keys / wrong types fail by name)."""
+    try:
+        data = json.loads(config_json)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"config_json is not valid JSON: {err}") from err
+    return from_dict(PipelineConfig, data)
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    return to_json(cfg)
+
+
+@contextlib.contextmanager
+def stage(name: str, cfg: PipelineConfig, parent_run_id: str | None) -> Iterator[Any]:
+    """The nested MLflow run of stage ``name`` with config params and manifest already logged."""
+    from lineage.runs import stage_run
+
+    with stage_run(
+        name,
+        parent_run_id=parent_run_id or None,
+        experiment=cfg.lineage.experiment,
+        configured_uri=cfg.lineage.tracking_uri,
+        config=to_dict(cfg),
+        config_hash=config_hash(cfg),
+        seed=cfg.seed,
+    ) as run:
+        yield run
+
+
+def version_outputs(name: str, cfg: PipelineConfig, run: Any) -> dict[str, str]:
+    """DVC-commit and push the stage's outputs, and tag the MLflow run with their hashes."""
+    if not cfg.lineage.dvc:
+        log.info("%s: DVC versioning off (lineage.dvc=false)", name)
+        return {}
+    from lineage import dvc
+
+    if not dvc.is_dvc_repo():
+        log.warning("%s: not inside a DVC repository; outputs are not versioned", name)
+        return {}
+    hashes = dvc.commit_stage(name)
+    run.set_tags({f"dvc.{path}": md5 for path, md5 in hashes.items()})
+    run.log_dict(hashes, "dvc_outputs.json")
+    return hashes
+
+
+def output_dir(name: str) -> Path:
+    from lineage.paths import stage_dir
+
+    path = stage_dir(name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,71 @@
+"""What the curation stage logs: dataset inputs/outputs with digests, counts as metrics, the contract
+report and its plots (MLflow artifacts), and the same as HTML for a Flyte Deck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lineage import plots
+
+TABLE_FILES = {
+    "pretrain_documents": "pretrain_documents.parquet",
+    "sft": "sft.parquet",
+    "candidates": "candidates.parquet",
+    "rl_prompts": "rl_prompts.parquet",
+    "eval": "eval.parquet",
+    "quarantine": "quarantine.parquet",
+}
+
+
+def record_curation(run: Any, report: dict[str, Any], out_dir: Path, *, extra_documents: str | None) -> str:
+    """Log everything about a finished curation into ``run``; returns the Deck HTML."""
+    if extra_documents:
+        run.log_file_input(Path(extra_documents), name="extra_documents", context="input")
+    for name, file in TABLE_FILES.items():
+        run.log_table_input(pd.read_parquet(out_dir / file), name=f"curate/{name}", source=out_dir / file,
+                            context="output")
+    run.log_file_input(out_dir / "shards", name="curate/shards", context="output")
+    run.log_file_input(out_dir / "tokenizer", name="curate/tokenizer", context="output")
+
+    metrics = {"tokens_train": report["tokens"]["train"], "tokens_heldout": report["tokens"]["heldout"],
+               "sft_examples": report["sft_examples"], "candidates": report["candidates"]}
+    for table, t in report["tables"].items():
+        metrics[f"{table}.rows_in"] = t["rows_in"]
+        metrics[f"{table}.rows_kept"] = t["rows_kept"]
+        metrics[f"{table}.rows_quarantined"] = t["rows_quarantined"]
+    run.log_metrics(metrics)
+    run.log_dict(report, "contract_report.json")
+    run.log_artifact(out_dir / "quarantine.parquet", "contracts")
+
+    quarantined = {f"{table}:{rule}": n for table, t in report["tables"].items()
+                   for rule, n in t["quarantined_by_rule"].items()}
+    figures = {
+        "plots/quarantine_by_rule.png": plots.bar_chart(quarantined or {"none": 0}, title="Quarantined rows by table:rule"),
+        "plots/rows_by_table.png": plots.bar_chart(
+            {t: v["rows_kept"] for t, v in report["tables"].items()}, title="Rows kept per table"),
+        "plots/document_chars.png": _length_plot(out_dir),
+    }
+    deck = [
+        "<h3>Contract report</h3>",
+        plots.table_html(
+            [{"table": k, **{c: v[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
+              "by rule": ", ".join(f"{r}={n}" for r, n in v["quarantined_by_rule"].items())}
+             for k, v in report["tables"].items()],
+            ["table", "rows_in", "rows_kept", "rows_quarantined", "by rule"],
+        ),
+        "<h3>great-expectations suites</h3>",
+        plots.table_html(report["suites"], ["suite", "success", "evaluated", "failed"]),
+    ]
+    for artifact, fig in figures.items():
+        run.log_figure(fig, artifact)
+        deck.append(plots.figure_html(fig))
+    return "\n".join(deck)
+
+
+def _length_plot(out_dir: Path) -> Any:
+    docs = pd.read_parquet(out_dir / "pretrain_documents.parquet", columns=["source", "n_chars"])
+    groups = {src: g["n_chars"].tolist() for src, g in docs.groupby("source")}
+    return plots.histogram(groups, title="Pre-training document length by source", xlabel="characters", log_x=True)
