@@ -4,8 +4,8 @@
 lets a test check that the name resolved to this package.
 """
 
-from kernels.dispatch import use_triton
+from kernels.dispatch import default_device, device_summary, use_triton
 
 KERNELS_PACKAGE = "ling26"
 
-__all__ = ["KERNELS_PACKAGE", "use_triton"]
+__all__ = ["KERNELS_PACKAGE", "default_device", "device_summary", "use_triton"]

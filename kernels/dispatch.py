@@ -41,3 +41,20 @@ def use_triton(x: torch.Tensor) -> bool:
         _announced.add(backend)
         logger.info("kernels: %s backend (%s)", backend, reason)
     return chosen
+
+
+def default_device() -> torch.device:
+    """The device the project trains and generates on: the first CUDA device when there is one, else CPU.
+
+    This is the one place that asks; every stage takes its device from here (or from a tensor it is
+    given), so a CPU run and a GPU run differ only in what this returns.
+    """
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_summary() -> str:
+    """Human-readable device line for run manifests, e.g. ``cpu (2 threads)`` or ``cuda:0 NVIDIA H200``."""
+    device = default_device()
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -33,7 +33,9 @@ class KVCache:
             self.keys[layer_idx] = torch.cat((self.keys[layer_idx], k_BGTK), dim=2)
             self.values[layer_idx] = torch.cat((self.values[layer_idx], v_BGTK), dim=2)
         else:
-            raise ValueError(f"cache layers must be filled in order: got layer {layer_idx} with {len(self.keys)} cached")
+            raise ValueError(
+                f"cache layers must be filled in order: got layer {layer_idx} with {len(self.keys)} cached"
+            )
         return self.keys[layer_idx], self.values[layer_idx]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

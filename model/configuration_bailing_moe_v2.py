@@ -6,6 +6,8 @@ the repository's ``configs.model.ModelConfig`` lives in ``model/export.py``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import PretrainedConfig
 
 
@@ -17,7 +19,7 @@ class BailingMoeV2Config(PretrainedConfig):
     """
 
     model_type = "bailing_moe_v2"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
 
     vocab_size: int = 157184
     hidden_size: int = 2048

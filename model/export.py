@@ -62,11 +62,13 @@ FIXED_KEYS: dict[str, Any] = {
     "embedding_dropout": 0.0,
     "attention_dropout": 0.0,
     "output_dropout": 0.0,
+    "use_sliding_window": False,
 }
 # Bookkeeping keys of a Hugging Face config.json that do not describe the architecture.
 INFO_KEYS = frozenset({
     "architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache",
     "bos_token_id", "eos_token_id", "pad_token_id", "output_router_logits", "rope_parameters",
+    "sliding_window", "max_window_layers",  # inert while use_sliding_window is False
 })  # fmt: skip
 
 
@@ -87,6 +89,7 @@ def hf_config_dict(config, dtype: torch.dtype = torch.float32) -> dict[str, Any]
 def model_config_from_hf(data: Mapping[str, Any], base: ModelConfig | None = None) -> ModelConfig:
     """A ``ModelConfig`` from config.json content: architecture keys from ``data`` (official defaults where a
     key is absent), training and hybrid keys from ``base``. Unknown keys and unsupported values fail by name."""
+    # Imported here: it pulls in transformers, which nothing else on the training path needs.
     from model.configuration_bailing_moe_v2 import BailingMoeV2Config
 
     unknown = sorted(set(data) - set(HF_KEYS) - set(FIXED_KEYS) - INFO_KEYS)
@@ -105,16 +108,36 @@ def model_config_from_hf(data: Mapping[str, Any], base: ModelConfig | None = Non
     return from_dict(ModelConfig, {**to_dict(base or ModelConfig()), **values})
 
 
-def export_hf(model: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``model`` (``Ling2ForCausalLM`` or ``BailingMoeV2ForCausalLM``) as a Hugging Face checkpoint folder."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+def checkpoint_state_dict(model: nn.Module, include_mtp: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint under their official names (also what a vLLM weight sync sends).
+
+    Without ``include_mtp`` the MTP layers are left out, as in inclusionAI's released checkpoints: vLLM's
+    Ling-2.0 loader has no MTP module and rejects ``model.layers.{L}.*``.
+    """
+    main_layers = model.config.num_hidden_layers
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if not include_mtp and name.startswith("model.layers.") and int(name.split(".")[2]) >= main_layers:
+            continue
+        state[name] = tensor.detach().contiguous()
     if model.config.tie_word_embeddings:
         # safetensors stores no aliases; the reader re-ties lm_head to the embeddings.
         state.pop("lm_head.weight")
-    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    return state
+
+
+def export_hf(model: nn.Module, out_dir: str | Path, include_mtp: bool = False) -> Path:
+    """Write ``model`` (``Ling2ForCausalLM`` or ``BailingMoeV2ForCausalLM``) as a Hugging Face checkpoint folder.
+
+    ``include_mtp`` keeps the MTP layers (``model.layers.{L + k}``, read by SGLang and ``load_hf``) for a
+    lossless round trip; the default folder is the released layout that vLLM serves.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(checkpoint_state_dict(model, include_mtp), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     config = hf_config_dict(model.config, dtype=model.lm_head.weight.dtype)
+    if not include_mtp:
+        config["num_nextn_predict_layers"] = 0
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     source_dir = Path(__file__).parent
     for name in ARCHITECTURE_FILES:

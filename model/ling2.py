@@ -159,7 +159,7 @@ def causal_lm_forward(
     return Ling2Output(
         logits=logits_BTV, loss=loss, lm_loss=lm_loss, mtp_loss=mtp_loss, router_stats=stats,
         past_key_values=out.past_key_values,
-    )
+    )  # fmt: skip
 
 
 def init_module(module: nn.Module, std: float, init=nn.init) -> None:
@@ -199,9 +199,10 @@ class Ling2ForCausalLM(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> Ling2Output:
         return causal_lm_forward(
-            self.model, self.lm_head, self.config, input_ids, labels, attention_mask, past_key_values, use_cache,
-            position_ids,
-        )
+            self.model, self.lm_head, self.config, input_ids,
+            labels=labels, attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            position_ids=position_ids,
+        )  # fmt: skip
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -9,7 +9,7 @@ without this repository. The state-dict names are the official ones, so released
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ class BailingMoeV2CausalLMOutput(ModelOutput):
 class BailingMoeV2PreTrainedModel(PreTrainedModel):
     config_class = BailingMoeV2Config
     base_model_prefix = "model"
-    _no_split_modules = ["DecoderLayer", "MTPLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["DecoderLayer", "MTPLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # transformers' init functions skip tensors already loaded from a checkpoint.
@@ -43,7 +43,7 @@ class BailingMoeV2PreTrainedModel(PreTrainedModel):
 
 
 class BailingMoeV2ForCausalLM(BailingMoeV2PreTrainedModel, GenerationMixin):
-    _tied_weights_keys = {"lm_head.weight": "model.word_embeddings.weight"}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.word_embeddings.weight"}
 
     def __init__(self, config: BailingMoeV2Config) -> None:
         super().__init__(config)
@@ -76,10 +76,8 @@ class BailingMoeV2ForCausalLM(BailingMoeV2PreTrainedModel, GenerationMixin):
         """``**kwargs`` takes what ``generate()`` passes besides (``cache_position``, ``return_dict``, ...):
         positions come from ``attention_mask`` and the cache length instead."""
         out = causal_lm_forward(
-            self.model, self.lm_head, self.config, input_ids, labels, attention_mask, past_key_values,
-            bool(use_cache), position_ids,
-        )
-        return BailingMoeV2CausalLMOutput(
-            loss=out.loss, logits=out.logits, past_key_values=out.past_key_values, lm_loss=out.lm_loss,
-            mtp_loss=out.mtp_loss, router_stats=out.router_stats,
-        )
+            self.model, self.lm_head, self.config, input_ids,
+            labels=labels, attention_mask=attention_mask, past_key_values=past_key_values,
+            use_cache=bool(use_cache), position_ids=position_ids,
+        )  # fmt: skip
+        return BailingMoeV2CausalLMOutput(**vars(out))

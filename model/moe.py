@@ -138,7 +138,9 @@ class SparseMoeBlock(nn.Module):
             y_ND = y_ND + self.shared_experts(x_ND)
         return y_ND.view(B, T, D), self._routing(topk_idx, logits_NE, token_mask_N)
 
-    def _routing(self, topk_idx_NA: torch.Tensor, logits_NE: torch.Tensor, token_mask_N: torch.Tensor | None) -> Routing:
+    def _routing(
+        self, topk_idx_NA: torch.Tensor, logits_NE: torch.Tensor, token_mask_N: torch.Tensor | None
+    ) -> Routing:
         lse_sq = torch.logsumexp(logits_NE, dim=-1).square()
         if token_mask_N is None:
             selected = topk_idx_NA.reshape(-1)

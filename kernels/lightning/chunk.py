@@ -309,43 +309,34 @@ def _tile_width(dim: int) -> int:
     return min(64, max(16, triton.next_power_of_2(dim)))
 
 
+def _sizes(k, v, BT):
+    """Compile-time sizes of the kernels for k [B, T, H, K] and v [B, T, H, V]."""
+    H, K, V = k.shape[2], k.shape[3], v.shape[3]
+    return {"H": H, "K": K, "V": V, "BT": BT, "BK": _tile_width(K), "BV": _tile_width(V)}
+
+
 def _chunk_fwd_h(k, v, g, initial_state, output_final_state, BT):
     B, T, H, K = k.shape
     V = v.shape[-1]
-    NT = triton.cdiv(T, BT)
-    BK, BV = _tile_width(K), _tile_width(V)
+    sizes = _sizes(k, v, BT)
     # States entering each chunk, kept in the input dtype (bf16 at scale) as the o kernel reads them;
     # the running state itself accumulates in fp32 registers.
-    h = torch.empty(B, NT, H, K, V, dtype=k.dtype, device=k.device)
+    h = torch.empty(B, triton.cdiv(T, BT), H, K, V, dtype=k.dtype, device=k.device)
     ht = torch.empty(B, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
+    grid = (triton.cdiv(K, sizes["BK"]), triton.cdiv(V, sizes["BV"]), B * H)
     _chunk_fwd_h_kernel[grid](
-        k,
-        v,
-        g,
-        h,
-        initial_state,
-        ht,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        USE_INITIAL_STATE=initial_state is not None,
-        STORE_FINAL_STATE=output_final_state,
-    )
+        k, v, g, h, initial_state, ht, T,
+        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, **sizes
+    )  # fmt: skip
     return h, ht
 
 
 def _chunk_fwd_o(q, k, v, g, h, scale, BT):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BK, BV = _tile_width(K), _tile_width(V)
-    o = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
-    grid = (triton.cdiv(V, BV), triton.cdiv(T, BT), B * H)
-    _chunk_fwd_o_kernel[grid](q, k, v, h, g, o, scale, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV)
+    B, T, H, _ = q.shape
+    sizes = _sizes(k, v, BT)
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    grid = (triton.cdiv(sizes["V"], sizes["BV"]), triton.cdiv(T, BT), B * H)
+    _chunk_fwd_o_kernel[grid](q, k, v, h, g, o, scale, T, **sizes)
     return o
 
 
@@ -353,67 +344,21 @@ def _chunk_bwd(q, k, v, g, initial_state, do, dht, scale, BT):
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = triton.cdiv(T, BT)
-    BK, BV = _tile_width(K), _tile_width(V)
+    sizes = _sizes(k, v, BT)
+    NK, NV = triton.cdiv(K, sizes["BK"]), triton.cdiv(V, sizes["BV"])
     # Recomputing the chunk states costs one cheap pass and saves keeping NT·K·V per head from forward.
     h, _ = _chunk_fwd_h(k, v, g, initial_state, False, BT)
     dh = torch.empty(B, NT, H, K, V, dtype=q.dtype, device=q.device)
     dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if initial_state is not None else None
-    _chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-        q,
-        do,
-        g,
-        dh,
-        dht,
-        dh0,
-        scale,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-    )
-    dv = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
-    _chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q,
-        k,
-        do,
-        dh,
-        g,
-        dv,
-        scale,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-    )
-    dq = torch.empty(B, T, H, K, dtype=q.dtype, device=q.device)
-    dk = torch.empty(B, T, H, K, dtype=k.dtype, device=k.device)
-    _chunk_bwd_dqk_kernel[(triton.cdiv(K, BK), NT, B * H)](
-        q,
-        k,
-        v,
-        h,
-        do,
-        dh,
-        g,
-        dq,
-        dk,
-        scale,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-    )
+    _chunk_bwd_dh_kernel[(NK, NV, B * H)](
+        q, do, g, dh, dht, dh0, scale, T,
+        USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=dh0 is not None, **sizes
+    )  # fmt: skip
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    _chunk_bwd_dv_kernel[(NV, NT, B * H)](q, k, do, dh, g, dv, scale, T, **sizes)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    _chunk_bwd_dqk_kernel[(NK, NT, B * H)](q, k, v, h, do, dh, g, dq, dk, scale, T, **sizes)
     return dq, dk, dv, dh0
 
 
@@ -452,13 +397,5 @@ def chunk_lightning_attn(
     scale = K**-0.5 if scale is None else scale
     if initial_state is not None:
         initial_state = initial_state.float().contiguous()
-    return ChunkLightningFunction.apply(
-        q.contiguous(),
-        k.contiguous(),
-        v.contiguous(),
-        g.detach().float().contiguous(),
-        scale,
-        initial_state,
-        output_final_state,
-        chunk_size,
-    )
+    q, k, v, g = (x.contiguous() for x in (q, k, v, g.detach().float()))
+    return ChunkLightningFunction.apply(q, k, v, g, scale, initial_state, output_final_state, chunk_size)

@@ -147,72 +147,41 @@ def _fused_recurrent_bwd_kernel(
         tl.store(dh0 + o_h, b_dh.to(dh0.dtype.element_ty), mask=m_h)
 
 
-def _widths(K: int, V: int) -> tuple[int, int]:
+def _sizes(k, v):
+    """Compile-time sizes of the kernels for k [B, T, H, K] and v [B, T, H, V]."""
+    H, K, V = k.shape[2], k.shape[3], v.shape[3]
     # The whole K extent sits in one program so o_t needs no cross-program sum; V is split to bound
     # the [BK, BV] fp32 state each program keeps in registers.
-    return triton.next_power_of_2(K), min(64, triton.next_power_of_2(V))
+    return {"H": H, "K": K, "V": V, "BK": triton.next_power_of_2(K), "BV": min(64, triton.next_power_of_2(V))}
 
 
 def _fused_recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK, BV = _widths(K, V)
-    o = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
+    sizes = _sizes(k, v)
+    o = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     ht = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
-    _fused_recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-        q,
-        k,
-        v,
-        g,
-        o,
-        initial_state,
-        ht,
-        scale,
-        T,
-        H=H,
-        K=K,
-        V=V,
-        BK=BK,
-        BV=BV,
-        USE_INITIAL_STATE=initial_state is not None,
-        STORE_FINAL_STATE=output_final_state,
-    )
+    _fused_recurrent_fwd_kernel[(triton.cdiv(V, sizes["BV"]), B * H)](
+        q, k, v, g, o, initial_state, ht, scale, T,
+        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, **sizes
+    )  # fmt: skip
     return o, ht
 
 
 def _fused_recurrent_bwd(q, k, v, g, scale, initial_state, do, dht):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK, BV = _widths(K, V)
-    NV = triton.cdiv(V, BV)
+    sizes = _sizes(k, v)
+    NV = triton.cdiv(V, sizes["BV"])
     dq_parts = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dk_parts = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
-    dv = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if initial_state is not None else None
     _fused_recurrent_bwd_kernel[(NV, B * H)](
-        q,
-        k,
-        v,
-        g,
-        do,
-        initial_state,
-        dht,
-        dq_parts,
-        dk_parts,
-        dv,
-        dh0,
-        scale,
-        T,
-        B,
-        H=H,
-        K=K,
-        V=V,
-        BK=BK,
-        BV=BV,
-        USE_INITIAL_STATE=initial_state is not None,
-        USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-    )
+        q, k, v, g, do, initial_state, dht, dq_parts, dk_parts, dv, dh0, scale, T, B,
+        USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+        STORE_INITIAL_STATE_GRADIENT=dh0 is not None, **sizes
+    )  # fmt: skip
     return dq_parts.sum(0).to(q.dtype), dk_parts.sum(0).to(k.dtype), dv, dh0
 
 
@@ -247,12 +216,5 @@ def fused_recurrent_lightning_attn(
     scale = K**-0.5 if scale is None else scale
     if initial_state is not None:
         initial_state = initial_state.float().contiguous()
-    return FusedRecurrentLightningFunction.apply(
-        q.contiguous(),
-        k.contiguous(),
-        v.contiguous(),
-        g.detach().float().contiguous(),
-        scale,
-        initial_state,
-        output_final_state,
-    )
+    q, k, v, g = (x.contiguous() for x in (q, k, v, g.detach().float()))
+    return FusedRecurrentLightningFunction.apply(q, k, v, g, scale, initial_state, output_final_state)

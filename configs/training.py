@@ -1,0 +1,61 @@
+"""Training-engine and loop configs (shared by every stage that trains)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from configs.base import ConfigError, config
+
+
+@config
+class EngineConfig:
+    backend: Literal["deepspeed", "torch"] = "deepspeed"
+    zero_stage: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    offload_optimizer: bool = False
+    grad_clip: float = 1.0
+    # DeepSpeed's fused CPU Adam needs a C++ build on first use; torch's Adam avoids it on CPU.
+    torch_adam: bool = True
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"engine.zero_stage must be 0..3, got {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ConfigError("engine.offload_optimizer needs zero_stage >= 1")
+
+
+@config
+class OptimConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    # WSM: linear warmup, then constant; "annealing" is the average of the last `merge_last_k` checkpoints.
+    warmup_steps: int = 50
+    merge_last_k: int = 4
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError("optim.lr must be positive")
+        if self.merge_last_k < 1:
+            raise ConfigError("optim.merge_last_k must be >= 1")
+
+
+@config
+class TrainLoopConfig:
+    max_steps: int = 600
+    micro_batch_size: int = 16
+    grad_accum_steps: int = 1
+    seq_len: int = 256
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.max_steps, self.micro_batch_size, self.grad_accum_steps, self.seq_len) < 1:
+            raise ConfigError("train loop sizes must be >= 1")
+        if self.checkpoint_every < 1:
+            raise ConfigError("checkpoint_every must be >= 1")
