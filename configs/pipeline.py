@@ -18,6 +18,7 @@ from configs.base import (
 )
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
+from configs.training import PretrainConfig
 
 
 @config
@@ -36,9 +37,12 @@ class PipelineConfig:
     environments: EnvironmentsConfig = EnvironmentsConfig()
     curate: CurateConfig = CurateConfig()
     model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     lineage: LineageConfig = LineageConfig()
 
     def __post_init__(self) -> None:
+        if self.pretrain.loop.seq_len > self.model.max_position_embeddings:
+            raise ConfigError("pretrain.loop.seq_len exceeds model.max_position_embeddings")
         if self.curate.vocab_size != self.model.vocab_size:
             raise ConfigError(
                 f"curate.vocab_size ({self.curate.vocab_size}) must equal model.vocab_size "

@@ -59,3 +59,23 @@ class TrainLoopConfig:
             raise ConfigError("train loop sizes must be >= 1")
         if self.checkpoint_every < 1:
             raise ConfigError("checkpoint_every must be >= 1")
+
+
+@config
+class EvalConfig:
+    """The harness as a stage runs it: how many eval prompts per family, and the decode budget."""
+
+    prompts_per_family: int = 32
+    max_new_tokens: int = 96
+    max_tool_turns: int = 4
+    heldout_windows: int = 128
+
+
+@config
+class PretrainConfig:
+    engine: EngineConfig = EngineConfig()
+    optim: OptimConfig = OptimConfig()
+    loop: TrainLoopConfig = TrainLoopConfig()
+    eval: EvalConfig = EvalConfig()
+    # Path of an existing Ling-2.0 checkpoint (HF folder) to import instead of training from scratch.
+    base_checkpoint: str | None = None

@@ -31,8 +31,9 @@ class PlanStep:
 def plan_draft(question: str, steps: list[PlanStep]) -> Draft:
     """A task whose answer is the last step's value and which requires every tool the plan uses."""
     tools = sorted({step.tool for step in steps})
-    return Draft(question=question, answer=steps[-1].value,
-                 payload={"tools": tools, "plan": [asdict(step) for step in steps]})
+    return Draft(
+        question=question, answer=steps[-1].value, payload={"tools": tools, "plan": [asdict(step) for step in steps]}
+    )
 
 
 def numeric_slips(answer: str) -> list[str]:
@@ -61,7 +62,9 @@ class ToolEnvironment(Environment):
     def _transcript(self, steps: list[PlanStep], *, notes: bool) -> str:
         text = ""
         for step in steps:
-            text += render_call(step.tool, step.args) + render_result(run_call(ToolCall(step.tool, step.args), self.tools))
+            text += render_call(step.tool, step.args) + render_result(
+                run_call(ToolCall(step.tool, step.args), self.tools)
+            )
             if notes:
                 text += step.note + "\n"
         return text

@@ -29,7 +29,7 @@ def extract_answer(response: str) -> str | None:
     for line in reversed(response.splitlines()):
         stripped = line.strip()
         if stripped.startswith(ANSWER_PREFIX):
-            return stripped[len(ANSWER_PREFIX):].strip()
+            return stripped[len(ANSWER_PREFIX) :].strip()
     return None
 
 
@@ -42,7 +42,7 @@ def answer_format_problem(response: str) -> str | None:
         return "format: no final 'Answer:' line"
     if not lines[-1].startswith(ANSWER_PREFIX):
         return "format: text after the 'Answer:' line"
-    if not lines[-1][len(ANSWER_PREFIX):].strip():
+    if not lines[-1][len(ANSWER_PREFIX) :].strip():
         return "format: empty answer"
     return None
 
@@ -61,7 +61,7 @@ def format_number(value: Fraction) -> str:
     scaled = round(value * 10**places)
     sign = "-" if scaled < 0 else ""
     digits = str(abs(scaled)).rjust(places + 1, "0")
-    whole, frac = digits[: len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    whole, frac = digits[: len(digits) - places], digits[len(digits) - places :].rstrip("0")
     text = f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
     return "0" if text == "-0" else text
 

@@ -110,8 +110,11 @@ def _wrong(start: int, moves: list[tuple[str, int]], rng: random.Random) -> Iter
             steps = _run_chain(start, moves, at, slip)
             lines = [_step_line(s) for s in steps]
             answer = _answer(steps[-1][3])
-            variants += [answer, "\n".join([*lines, answer]),
-                         "\n".join([*lines, f"Let me double-check: {lines[at]}", answer])]
+            variants += [
+                answer,
+                "\n".join([*lines, answer]),
+                "\n".join([*lines, f"Let me double-check: {lines[at]}", answer]),
+            ]
     dropped = _run_chain(start, moves[:-1])
     variants.append("\n".join([*(_step_line(s) for s in dropped), _answer(dropped[-1][3] if dropped else start)]))
     rng.shuffle(variants)

@@ -108,10 +108,16 @@ class Environment(ABC):
             if prompt in seen:
                 continue
             seen.add(prompt)
-            tasks.append(Task(
-                task_id=f"{self.family}-{seed}-{len(tasks)}", family=self.family, difficulty=difficulty,
-                prompt=prompt, answer=draft.answer, payload=json.dumps(draft.payload, sort_keys=True),
-            ))
+            tasks.append(
+                Task(
+                    task_id=f"{self.family}-{seed}-{len(tasks)}",
+                    family=self.family,
+                    difficulty=difficulty,
+                    prompt=prompt,
+                    answer=draft.answer,
+                    payload=json.dumps(draft.payload, sort_keys=True),
+                )
+            )
         if len(tasks) < n:
             raise ValueError(
                 f"{self.family}: only {len(tasks)} distinct tasks of difficulty {difficulty} found, {n} asked; "

@@ -19,8 +19,17 @@ from typing import Any, ClassVar
 
 from environments.answers import ANSWER_PREFIX
 from environments.base import Draft, Environment, Task
-from environments.code_ops import DOMAINS, Domain, Step, apply_chain, describe, draw_chain, function_source, \
-    mutations, render_steps
+from environments.code_ops import (
+    DOMAINS,
+    Domain,
+    Step,
+    apply_chain,
+    describe,
+    draw_chain,
+    function_source,
+    mutations,
+    render_steps,
+)
 from environments.sandbox import run_in_sandbox
 
 RANDOM_TESTS = 3
@@ -37,12 +46,18 @@ _out = []
 for _arg in json.loads({inputs!r}):
     try:
         _out.append(["ok", repr(_f(_arg))])
+    except MemoryError:
+        raise
     except Exception as _err:
         _out.append(["raised", type(_err).__name__])
 print({marker!r} + json.dumps(_out))
 """
 Results = tuple[tuple[str, str], ...]
-_SANDBOX_PROBLEMS = {"timeout": "timed out", "memory": "memory limit exceeded", "blocked": "used the network or processes"}
+_SANDBOX_PROBLEMS = {
+    "timeout": "timed out",
+    "memory": "memory limit exceeded",
+    "blocked": "used the network or processes",
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -56,12 +71,13 @@ def _run_tests(source: str, inputs_json: str, timeout_s: float, memory_mb: int) 
         return _SANDBOX_PROBLEMS.get(result.status, last_line[:200]), ()
     lines = [line for line in result.stdout.splitlines() if line.startswith(_RESULT_MARKER)]
     try:
-        results = json.loads(lines[-1][len(_RESULT_MARKER):]) if lines else None
+        results = json.loads(lines[-1][len(_RESULT_MARKER) :]) if lines else None
     except json.JSONDecodeError:
         results = None
     # The child's output is untrusted too: anything but one [kind, text] pair per input is no result.
     if (
-        not isinstance(results, list) or len(results) != len(json.loads(inputs_json))
+        not isinstance(results, list)
+        or len(results) != len(json.loads(inputs_json))
         or not all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in results)
     ):
         return "no test results (did the code exit early?)", ()
@@ -100,7 +116,7 @@ class CodeEnvironment(Environment):
         )
         if problem is not None:
             return False, f"tests not run: {problem}"
-        for value, want, (kind, got) in zip(payload["inputs"], payload["expected"], results):
+        for value, want, (kind, got) in zip(payload["inputs"], payload["expected"], results, strict=True):
             if kind != "ok":
                 return False, f"wrong answer: f({value!r}) raised {got}"
             if got != want:

@@ -55,7 +55,10 @@ def _rand_str(rng: random.Random) -> str:
 
 
 INT = Domain(
-    name="int", arg="x", edge_inputs=(0, 1, -1, 7), random_input=lambda rng: rng.randint(-50, 50),
+    name="int",
+    arg="x",
+    edge_inputs=(0, 1, -1, 7),
+    random_input=lambda rng: rng.randint(-50, 50),
     ops=(
         Op("add", "add {k}", "{e}+{k}", ADD, ADD, operator.add, tuple(range(1, 51))),
         Op("sub", "subtract {k}", "{e}-{k}", ADD, ADD, operator.sub, tuple(range(1, 51))),
@@ -67,20 +70,58 @@ INT = Domain(
 )
 
 LIST = Domain(
-    name="list", arg="xs", edge_inputs=([], [3]), random_input=_rand_list,
+    name="list",
+    arg="xs",
+    edge_inputs=([], [3]),
+    random_input=_rand_list,
     ops=(
-        Op("mul_each", "times {k} each", "[x*{k} for x in {e}]", 0, ATOM,
-           lambda v, k: [x * k for x in v], tuple(range(2, 10))),
-        Op("add_each", "add {k} to each", "[x+{k} for x in {e}]", 0, ATOM,
-           lambda v, k: [x + k for x in v], tuple(range(1, 10))),
-        Op("sub_each", "subtract {k} from each", "[x-{k} for x in {e}]", 0, ATOM,
-           lambda v, k: [x - k for x in v], tuple(range(1, 10))),
+        Op(
+            "mul_each",
+            "times {k} each",
+            "[x*{k} for x in {e}]",
+            0,
+            ATOM,
+            lambda v, k: [x * k for x in v],
+            tuple(range(2, 10)),
+        ),
+        Op(
+            "add_each",
+            "add {k} to each",
+            "[x+{k} for x in {e}]",
+            0,
+            ATOM,
+            lambda v, k: [x + k for x in v],
+            tuple(range(1, 10)),
+        ),
+        Op(
+            "sub_each",
+            "subtract {k} from each",
+            "[x-{k} for x in {e}]",
+            0,
+            ATOM,
+            lambda v, k: [x - k for x in v],
+            tuple(range(1, 10)),
+        ),
         Op("keep_even", "keep even", "[x for x in {e} if x%2==0]", 0, ATOM, lambda v, _: [x for x in v if x % 2 == 0]),
         Op("keep_odd", "keep odd", "[x for x in {e} if x%2==1]", 0, ATOM, lambda v, _: [x for x in v if x % 2 == 1]),
-        Op("keep_gt", "keep >{k}", "[x for x in {e} if x>{k}]", 0, ATOM,
-           lambda v, k: [x for x in v if x > k], tuple(range(0, 10))),
-        Op("keep_lt", "keep <{k}", "[x for x in {e} if x<{k}]", 0, ATOM,
-           lambda v, k: [x for x in v if x < k], tuple(range(1, 10))),
+        Op(
+            "keep_gt",
+            "keep >{k}",
+            "[x for x in {e} if x>{k}]",
+            0,
+            ATOM,
+            lambda v, k: [x for x in v if x > k],
+            tuple(range(0, 10)),
+        ),
+        Op(
+            "keep_lt",
+            "keep <{k}",
+            "[x for x in {e} if x<{k}]",
+            0,
+            ATOM,
+            lambda v, k: [x for x in v if x < k],
+            tuple(range(1, 10)),
+        ),
         Op("reverse", "reverse", "{e}[::-1]", ATOM, ATOM, lambda v, _: v[::-1]),
         Op("sort", "sort", "sorted({e})", 0, ATOM, lambda v, _: sorted(v)),
         Op("sum", "sum", "sum({e})", 0, ATOM, lambda v, _: sum(v), final=True),
@@ -90,7 +131,10 @@ LIST = Domain(
 
 _WORDS = ("ab", "xy", "ok", "z", "no", "it", "up", "go")
 STR = Domain(
-    name="str", arg="s", edge_inputs=("", "a"), random_input=_rand_str,
+    name="str",
+    arg="s",
+    edge_inputs=("", "a"),
+    random_input=_rand_str,
     ops=(
         Op("reverse", "reverse", "{e}[::-1]", ATOM, ATOM, lambda v, _: v[::-1]),
         Op("upper", "uppercase", "{e}.upper()", ATOM, ATOM, lambda v, _: v.upper()),
@@ -155,11 +199,11 @@ def mutations(domain: Domain, steps: list[Step]) -> list[list[Step]]:
     for i, (name, k) in enumerate(steps):
         op = domain.op(name)
         if isinstance(k, int):
-            out += [steps[:i] + [(name, k + d)] + steps[i + 1:] for d in (1, -1) if k + d in op.consts]
-        out.append(steps[:i] + steps[i + 1:])
+            out += [[*steps[:i], (name, k + d), *steps[i + 1 :]] for d in (1, -1) if k + d in op.consts]
+        out.append([*steps[:i], *steps[i + 1 :]])
         for other in domain.ops:
             if other.name != name and other.final == op.final:
-                out.append(steps[:i] + [(other.name, k if k in other.consts else other.consts[0])] + steps[i + 1:])
+                out.append([*steps[:i], (other.name, k if k in other.consts else other.consts[0]), *steps[i + 1 :]])
         if i + 1 < len(steps) and not domain.op(steps[i + 1][0]).final:
-            out.append(steps[:i] + [steps[i + 1], steps[i]] + steps[i + 2:])
+            out.append([*steps[:i], steps[i + 1], steps[i], *steps[i + 2 :]])
     return out

@@ -10,6 +10,7 @@ Kesh.`` over ``The neighbor of Dorn is Varnel.``; ties go to the earlier fact.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import re
 from collections import defaultdict
@@ -48,7 +49,7 @@ def _tokens(text: str) -> list[str]:
 
 def _features(text: str) -> set[Any]:
     words = _tokens(text)
-    return {w for w in words if w not in STOPWORDS} | set(zip(words, words[1:]))
+    return {w for w in words if w not in STOPWORDS} | set(itertools.pairwise(words))
 
 
 class FactCorpus:
@@ -64,7 +65,7 @@ class FactCorpus:
         self.facts: list[Fact] = []
         for i, land in enumerate(self.lands):
             values = [names[lands * (a + 1) + i] for a in range(len(ATTRIBUTES))]
-            self.facts += [Fact(land, attr, value) for attr, value in zip(ATTRIBUTES, values)]
+            self.facts += [Fact(land, attr, value) for attr, value in zip(ATTRIBUTES, values, strict=True)]
             self.facts.append(Fact(land, RELATION, neighbor[land]))
         self.value = {(f.subject, f.attribute): f.value for f in self.facts}
         self.owner = {(f.attribute, f.value): f.subject for f in self.facts if f.attribute in ATTRIBUTES}

@@ -57,10 +57,15 @@ def _no_network(*args, **kwargs):
     os.write(2, b"sandbox: blocked network access\\n")
     os._exit({BLOCKED_EXIT})
 
-for _name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
+# A subclass rather than a function, so that modules subclassing socket.socket (ssl) still import.
+class _NoSocket(socket.socket):
+    __init__ = _no_network
+
+socket.socket = _NoSocket
+for _name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
     setattr(socket, _name, _no_network)
 sys.addaudithook(_audit)
-del _audit, _no_network, _name
+del _audit, _no_network, _NoSocket, _name
 
 with open("main.py", encoding="utf-8") as _file:
     _source = _file.read()
@@ -123,8 +128,13 @@ def run_in_sandbox(code: str, *, timeout_s: float, memory_mb: int) -> SandboxRes
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _BOOTSTRAP],
-                cwd=work, env={"LC_ALL": "C.UTF-8"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                preexec_fn=_limit(memory_mb, timeout_s), start_new_session=True,
+                cwd=work,
+                env={"LC_ALL": "C.UTF-8"},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                preexec_fn=_limit(memory_mb, timeout_s),
+                start_new_session=True,
             )
             try:
                 returncode = proc.wait(timeout=timeout_s)

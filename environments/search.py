@@ -44,8 +44,9 @@ class SearchEnvironment(ToolEnvironment):
 
     def _backward(self, attribute: str, value: str) -> PlanStep:
         fact = Fact(self.corpus.owner[(attribute, value)], attribute, value)
-        return self._searched(f"{attribute} is {value}", fact, fact.subject,
-                              f"land with {attribute} {value} = {fact.subject}")
+        return self._searched(
+            f"{attribute} is {value}", fact, fact.subject, f"land with {attribute} {value} = {fact.subject}"
+        )
 
     def _searched(self, query: str, fact: Fact, value: str, note: str) -> PlanStep:
         """A search step that reads ``value`` off ``fact``, which the query must rank first."""
@@ -65,8 +66,9 @@ class SearchEnvironment(ToolEnvironment):
             return plan_draft(f"Which land has the {attribute} {value}?", [self._backward(attribute, value)])
         if difficulty == 3:
             hop = self._forward(land, RELATION)
-            return plan_draft(f"What is the {attribute} of the neighbor of {land}?",
-                              [hop, self._forward(hop.value, attribute)])
+            return plan_draft(
+                f"What is the {attribute} of the neighbor of {land}?", [hop, self._forward(hop.value, attribute)]
+            )
         key = rng.choice([a for a in ATTRIBUTES if a != attribute])
         key_value = self.corpus.value[(land, key)]
         steps = [self._backward(key, key_value)]

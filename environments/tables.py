@@ -19,10 +19,18 @@ from environments.tools import ToolError, ToolFn, check_keys, number_arg, str_ar
 
 # unit -> (dimension, size in the dimension's base unit)
 UNITS: dict[str, tuple[str, int]] = {
-    "mm": ("length", 1), "cm": ("length", 10), "m": ("length", 1000), "km": ("length", 1_000_000),
-    "g": ("mass", 1), "kg": ("mass", 1000), "t": ("mass", 1_000_000),
-    "s": ("time", 1), "min": ("time", 60), "h": ("time", 3600),
-    "ml": ("volume", 1), "l": ("volume", 1000),
+    "mm": ("length", 1),
+    "cm": ("length", 10),
+    "m": ("length", 1000),
+    "km": ("length", 1_000_000),
+    "g": ("mass", 1),
+    "kg": ("mass", 1000),
+    "t": ("mass", 1_000_000),
+    "s": ("time", 1),
+    "min": ("time", 60),
+    "h": ("time", 3600),
+    "ml": ("volume", 1),
+    "l": ("volume", 1000),
 }
 FIELDS = ("price", "weight", "stock")
 # Unit of each looked-up field, for prompts; price and stock are plain counts.

@@ -2,8 +2,9 @@
 
 Three kinds, drawn evenly: ``Compute 37*12+5`` (calculator), ``Convert 3 km to m`` (convert) and
 ``What is the price of the zorb?`` (lookup). Difficulty d sets the calculator's number of operations
-(d) and operand size (up to 99, from d = 3 up to 999), and the conversion's shape: whole values to a smaller unit (d <= 2), decimal
-values (d = 3), then to a larger unit with a whole (d = 4) or decimal (d = 5) result.
+(d) and operand size (up to 99, from d = 3 up to 999), and the conversion's shape: whole values to a
+smaller unit (d <= 2), decimal values (d = 3), then to a larger unit with a whole (d = 4) or decimal
+(d = 5) result.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ MAX_PRODUCTS = 2
 # Conversions between units at most this far apart, so values stay readable.
 MAX_RATIO = 1000
 PAIRS = sorted(
-    (big, small) for big, (dim_b, size_b) in UNITS.items() for small, (dim_s, size_s) in UNITS.items()
+    (big, small)
+    for big, (dim_b, size_b) in UNITS.items()
+    for small, (dim_s, size_s) in UNITS.items()
     if dim_b == dim_s and size_s < size_b and size_b // size_s <= MAX_RATIO
 )
 

@@ -92,7 +92,7 @@ def pending_call(transcript: str) -> str | None:
     start = stripped.rfind(CALL_OPEN)
     if start == -1:
         return None
-    return stripped[start + len(CALL_OPEN): -len(TOOL_CALL_STOP)]
+    return stripped[start + len(CALL_OPEN) : -len(TOOL_CALL_STOP)]
 
 
 def check_transcript(response: str, tools: Mapping[str, ToolFn]) -> tuple[list[ToolCall], str | None]:
@@ -106,17 +106,17 @@ def check_transcript(response: str, tools: Mapping[str, ToolFn]) -> tuple[list[T
         return [], f"format: {_CYCLE[len(marks) % 4 - 1]} without its {_CYCLE[len(marks) % 4]}"
     calls: list[ToolCall] = []
     for i in range(0, len(marks), 4):
-        opened, closed, result_open, result_close = marks[i: i + 4]
+        opened, closed, result_open, result_close = marks[i : i + 4]
         number = i // 4 + 1
-        if response[closed.end(): result_open.start()].strip():
+        if response[closed.end() : result_open.start()].strip():
             return calls, f"format: text between call {number} and its result"
         try:
-            call = parse_call(response[opened.end(): closed.start()])
+            call = parse_call(response[opened.end() : closed.start()])
         except ToolError as err:
             return calls, f"format: call {number}: {err}"
         if call.tool not in tools:
             return calls, f"format: call {number}: unknown tool {call.tool[:40]!r}"
-        written = response[result_open.start(): result_close.end()] + "\n"
+        written = response[result_open.start() : result_close.end()] + "\n"
         if written != render_result(run_call(call, tools)):
             return calls, f"format: result of call {number} is not what the tool returned"
         calls.append(call)

@@ -58,7 +58,8 @@ class WorkflowEnvironment(ToolEnvironment):
             return plan_draft(f"What does the {item} weigh in g?", [weight, self._grams(weight)])
         if kind == "left":
             stock = self._lookup(item, "stock")
-            return plan_draft(f"How many {item}s are left after selling {q}?", [stock, self._calc(f"{stock.value}-{q}")])
+            left = self._calc(f"{stock.value}-{q}")
+            return plan_draft(f"How many {item}s are left after selling {q}?", [stock, left])
         if kind == "grams_total":
             weight = self._lookup(item, "weight")
             grams = self._grams(weight)
@@ -69,4 +70,5 @@ class WorkflowEnvironment(ToolEnvironment):
             expr = f"{first.value}*{q}+{second.value}*{q2}"
             return plan_draft(f"What do {q} {item}s and {q2} {other}s cost?", [first, second, self._calc(expr)])
         stock, price = self._lookup(item, "stock"), self._lookup(item, "price")
-        return plan_draft(f"What is the {item} stock worth?", [stock, price, self._calc(f"{stock.value}*{price.value}")])
+        worth = self._calc(f"{stock.value}*{price.value}")
+        return plan_draft(f"What is the {item} stock worth?", [stock, price, worth])

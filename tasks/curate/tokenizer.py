@@ -12,6 +12,9 @@ from pathlib import Path
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = (EOS, PAD)
+# Tool-call markup is atomic, as in production chat templates: generation stops exactly on "</call>" and
+# the environment's "<result>" never fuses with a model token. Added as ordinary (decoded) tokens.
+MARKUP_TOKENS = ("<call>", "</call>", "<result>", "</result>")
 
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> "tokenizers.Tokenizer":  # noqa: F821
@@ -23,13 +26,14 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> "tokenizers.Tok
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(MARKUP_TOKENS),
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         min_frequency=2,
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.add_tokens(list(MARKUP_TOKENS))
     return tokenizer
 
 

@@ -1,0 +1,1 @@
+"""Generation engines: native (KV cache, batched) and the vLLM adapter, behind one interface."""
