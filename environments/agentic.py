@@ -8,11 +8,11 @@ Reference responses are rendered by running the real tools, so their results are
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
 from environments.answers import ANSWER_PREFIX, format_number, parse_number
@@ -42,7 +42,7 @@ def numeric_slips(answer: str) -> list[str]:
     if value is None:
         return []
     slips = (value + 1, value - 1, value + 10, value * 10, value / 10)
-    return [format_number(Fraction(s)) for s in slips if s != value]
+    return [format_number(s) for s in slips if s != value]
 
 
 class ToolEnvironment(Environment):
@@ -86,6 +86,9 @@ class ToolEnvironment(Environment):
             ]
             rng.shuffle(variants)
             yield from variants
+            # Ever more repeated rounds after those, so a candidate set of any size has distinct lengths.
+            for rounds in itertools.count(2):
+                yield cot + self._transcript(steps, notes=True) * rounds + recheck + answer
         else:
             yield from self._wrong(steps, self._slips(task, rng), rng)
 

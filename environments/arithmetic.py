@@ -5,12 +5,15 @@ new operand, so a step line (``12*3=36``) needs only the line before it and one 
 That locality is what lets a tiny model gain from writing the steps, and what gives Evo-CoT and
 shortest-correct distillation a real trade-off between short and step-by-step responses.
 
-Difficulty d: d operations; operands of one digit (d <= 2), two (d <= 4) or three digits (d = 5);
-multiplication by a one-digit number (any d, as the first operation at d = 1 with 0..9).
+Difficulty d: d operations; operands of one digit (d <= 2), up to two (d <= 4) or three digits
+(d = 5); multiplication only by 2..9 (0..9 at d = 1) and only while the running value is at most 999;
+no negative intermediate values. The prompt is ordinary Python arithmetic (parentheses where the
+chain needs them), so the calculator tool and ``eval`` agree with it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import random
@@ -100,14 +103,20 @@ def _verbose(lines: list[str], expr: str, answer: str, rng: random.Random) -> It
     rng.shuffle(variants)
     for extra in variants:
         yield "\n".join([*lines, *extra, answer])
+    # Ever longer rounds of re-checks after those, so a candidate set of any size has distinct lengths.
+    for rounds in itertools.count(2):
+        yield "\n".join([*lines, *rechecks * rounds, answer])
 
 
 def _wrong(start: int, moves: list[tuple[str, int]], rng: random.Random) -> Iterator[str]:
-    """Plausible mistakes: one step off (written out or answer only), or the last operation forgotten."""
+    """Plausible mistakes: one step off (written out or answer only), or the last operation forgotten.
+    A slip that makes a value negative is not plausible (true chains never go below zero), so none does."""
     variants: list[str] = []
     for at in range(len(moves)):
         for slip in _SLIPS:
             steps = _run_chain(start, moves, at, slip)
+            if any(value < 0 for *_, value in steps):
+                continue
             lines = [_step_line(s) for s in steps]
             answer = _answer(steps[-1][3])
             variants += [

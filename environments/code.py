@@ -11,7 +11,9 @@ enter the child process, so code that prints a fake "passed" line or exits early
 
 from __future__ import annotations
 
+import ast
 import functools
+import itertools
 import json
 import random
 from collections.abc import Iterator
@@ -35,22 +37,23 @@ from environments.sandbox import run_in_sandbox
 RANDOM_TESTS = 3
 MAX_CODE_CHARS = 2000
 _RESULT_MARKER = "@@results "
+# The harness imports nothing (each import costs the child milliseconds); the trusted inputs are
+# embedded as a Python literal and the values come back as the repr of a list of (kind, text) pairs.
 _HARNESS = """
-import json
 _ns = {{"__name__": "answer"}}
 exec(compile({source!r}, "<answer>", "exec"), _ns)
 _f = _ns.get("f")
 if not callable(_f):
     raise SystemExit("answer defines no function f")
 _out = []
-for _arg in json.loads({inputs!r}):
+for _arg in {inputs}:
     try:
-        _out.append(["ok", repr(_f(_arg))])
+        _out.append(("ok", repr(_f(_arg))))
     except MemoryError:
         raise
     except Exception as _err:
-        _out.append(["raised", type(_err).__name__])
-print({marker!r} + json.dumps(_out))
+        _out.append(("raised", type(_err).__name__))
+print({marker!r} + repr(_out))
 """
 Results = tuple[tuple[str, str], ...]
 _SANDBOX_PROBLEMS = {
@@ -60,28 +63,36 @@ _SANDBOX_PROBLEMS = {
 }
 
 
+def _parse_results(stdout: str, count: int) -> Results | None:
+    """The last results line, if it is exactly ``count`` (kind, text) string pairs. The child's output
+    is untrusted too: it is parsed as a literal only, and anything else means no result."""
+    lines = [line for line in stdout.splitlines() if line.startswith(_RESULT_MARKER)]
+    if not lines:
+        return None
+    try:
+        results = ast.literal_eval(lines[-1][len(_RESULT_MARKER) :])
+    except (ValueError, SyntaxError, RecursionError):
+        return None
+    if not isinstance(results, list) or len(results) != count:
+        return None
+    if not all(isinstance(r, tuple) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in results):
+        return None
+    return tuple(results)
+
+
 @functools.lru_cache(maxsize=4096)
-def _run_tests(source: str, inputs_json: str, timeout_s: float, memory_mb: int) -> tuple[str | None, Results]:
-    """Run ``source`` on the inputs in the sandbox: (problem, one (kind, text) per input). Cached because
-    the short, step-by-step and verbose reference responses of a task share one function."""
-    program = _HARNESS.format(source=source, inputs=inputs_json, marker=_RESULT_MARKER)
+def _run_tests(source: str, inputs: str, timeout_s: float, memory_mb: int) -> tuple[str | None, Results]:
+    """Run ``source`` on ``inputs`` (a list literal) in the sandbox: (problem, one (kind, text) per input).
+    Cached because the short, step-by-step and verbose reference responses of a task share one function."""
+    program = _HARNESS.format(source=source, inputs=inputs, marker=_RESULT_MARKER)
     result = run_in_sandbox(program, timeout_s=timeout_s, memory_mb=memory_mb)
     if result.status != "ok":
         last_line = (result.stderr.strip().splitlines() or ["error"])[-1]
         return _SANDBOX_PROBLEMS.get(result.status, last_line[:200]), ()
-    lines = [line for line in result.stdout.splitlines() if line.startswith(_RESULT_MARKER)]
-    try:
-        results = json.loads(lines[-1][len(_RESULT_MARKER) :]) if lines else None
-    except json.JSONDecodeError:
-        results = None
-    # The child's output is untrusted too: anything but one [kind, text] pair per input is no result.
-    if (
-        not isinstance(results, list)
-        or len(results) != len(json.loads(inputs_json))
-        or not all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in results)
-    ):
+    results = _parse_results(result.stdout, len(ast.literal_eval(inputs)))
+    if results is None:
         return "no test results (did the code exit early?)", ()
-    return None, tuple((kind, text) for kind, text in results)
+    return None, results
 
 
 def _answer(source: str) -> str:
@@ -112,7 +123,7 @@ class CodeEnvironment(Environment):
             return False, f"wrong type: not Python code ({getattr(err, 'msg', err)})"
         payload = json.loads(task.payload)
         problem, results = _run_tests(
-            answer, json.dumps(payload["inputs"]), self.cfg.sandbox_timeout_s, self.cfg.sandbox_memory_mb
+            answer, repr(payload["inputs"]), self.cfg.sandbox_timeout_s, self.cfg.sandbox_memory_mb
         )
         if problem is not None:
             return False, f"tests not run: {problem}"
@@ -134,12 +145,28 @@ class CodeEnvironment(Environment):
         elif style == "cot":
             yield "\n".join([*lines, answer])
         elif style == "verbose":
-            checks = [domain.random_input(rng) for _ in range(3)]
-            for k in rng.sample(range(1, 4), 3):
-                rechecks = [f"Let me double-check: f({v!r})={apply_chain(domain, steps, v)!r}" for v in checks[:k]]
-                yield "\n".join([*lines, *rechecks, answer])
+            yield from _verbose(task, domain, steps, lines, rng)
         else:
             yield from _wrong(domain, steps, payload, rng)
+
+
+def _verbose(task: Task, domain: Domain, steps: list[Step], lines: list[str], rng: random.Random) -> Iterator[str]:
+    """Steps, then k re-checks on fresh inputs (never the hidden ones, which would leak the tests into
+    training text): k = 1..3 shuffled, then 4, 5, ... so a candidate set of any size has distinct lengths."""
+    hidden = json.loads(task.payload)["inputs"]
+    answer = _answer(task.answer)
+
+    def recheck() -> str:
+        value = domain.random_input(rng)
+        while value in hidden:
+            value = domain.random_input(rng)
+        return f"Let me double-check: f({value!r})={apply_chain(domain, steps, value)!r}"
+
+    checks = [recheck() for _ in range(3)]
+    for k in itertools.chain(rng.sample(range(1, 4), 3), itertools.count(4)):
+        while len(checks) < k:
+            checks.append(recheck())
+        yield "\n".join([*lines, *checks[:k], answer])
 
 
 def _wrong(domain: Domain, steps: list[Step], payload: dict[str, Any], rng: random.Random) -> Iterator[str]:

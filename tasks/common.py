@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,27 @@ def dump_config(cfg: PipelineConfig) -> str:
     return to_json(cfg)
 
 
+class _WorkerRun:
+    """Stand-in run for non-zero ranks of a multi-process task: rank 0 alone writes lineage."""
+
+    run_id = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextlib.contextmanager
 def stage(name: str, cfg: PipelineConfig, parent_run_id: str | None) -> Iterator[Any]:
     """The nested MLflow run of stage ``name`` with config params and manifest already logged."""
     from lineage.runs import stage_run
+
+    if not is_main_process():
+        yield _WorkerRun()
+        return
 
     with stage_run(
         name,
@@ -56,7 +74,7 @@ def stage(name: str, cfg: PipelineConfig, parent_run_id: str | None) -> Iterator
 
 def version_outputs(name: str, cfg: PipelineConfig, run: Any) -> dict[str, str]:
     """DVC-commit and push the stage's outputs, and tag the MLflow run with their hashes."""
-    if not cfg.lineage.dvc:
+    if not cfg.lineage.dvc or not is_main_process():
         log.info("%s: DVC versioning off (lineage.dvc=false)", name)
         return {}
     from lineage import dvc

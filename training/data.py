@@ -10,7 +10,8 @@ batch never straddles epochs: the last ``n_windows % (B * world_size)`` windows 
 are skipped.
 
 The position (epoch, cursor in global batches) is the whole state: ``load_state_dict`` on a fresh
-object continues with exactly the batch that would have come next.
+object continues with exactly the batch that would have come next — also under another world size, as
+long as the global batch ``B * world_size`` is the same.
 """
 
 from __future__ import annotations

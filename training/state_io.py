@@ -62,7 +62,8 @@ def encode(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject or not obj.dtype.isnative:
                 raise TypeError(f"{path}: cannot store a numpy array of dtype {obj.dtype}")
-            return {_NDARRAY: own(torch.from_numpy(np.ascontiguousarray(obj)), path)}
+            # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
+            return {_NDARRAY: own(torch.from_numpy(obj if obj.flags.c_contiguous else obj.copy(order="C")), path)}
         # Exact types only: a namedtuple or list subclass would silently come back as its base class.
         if type(obj) is tuple:
             return {_TUPLE: [enc(v, f"{path}[{i}]") for i, v in enumerate(obj)]}

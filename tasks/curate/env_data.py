@@ -66,11 +66,10 @@ def example_pages(envs: Mapping[str, Any], tasks: Sequence[Any], *, seed: int) -
     """
     by_family: dict[str, list[str]] = {}
     for task in tasks:
-        cands = envs[task.family].reference_responses(task, seed=stable_seed(seed, "page", task.task_id), n=3)
-        good = [c for c in cands if c.correct]
-        cot = next((c for c in good if c.style == "cot"), good[0] if good else None)
-        if cot is not None:
-            by_family.setdefault(task.family, []).append(task.prompt + cot.text)
+        # The first candidate of a set is the verified step-by-step one; asking for one verifies one.
+        [first] = envs[task.family].reference_responses(task, seed=stable_seed(seed, "page", task.task_id), n=1)
+        if first.correct:
+            by_family.setdefault(task.family, []).append(task.prompt + first.text)
     pages = []
     for family, examples in by_family.items():
         for p in range(0, len(examples), EXAMPLES_PER_PAGE):

@@ -15,7 +15,7 @@ from environments import TOOL_CALL_STOP, Environment, Task, all_environments, ge
 CFG = EnvironmentsConfig()
 ENVS = all_environments(CFG)
 # The code family runs its tests in a subprocess, so it gets fewer examples to keep the suite fast.
-EXAMPLES = {"math": 30, "code": 5, "search": 20, "tool_use": 25, "workflow": 20}
+EXAMPLES = {"math": 30, "code": 10, "search": 20, "tool_use": 25, "workflow": 20}
 
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 difficulties = st.integers(min_value=1, max_value=5)
@@ -48,7 +48,7 @@ def test_reference_candidates_are_verified_and_of_distinct_lengths(family: str) 
     env = ENVS[family]
 
     @settings(max_examples=EXAMPLES[family], deadline=None, database=None)
-    @given(seed=seeds, difficulty=difficulties, n=st.integers(min_value=1, max_value=6))
+    @given(seed=seeds, difficulty=difficulties, n=st.integers(min_value=1, max_value=8))
     def check(seed: int, difficulty: int, n: int) -> None:
         (task,) = env.generate(1, seed=seed, difficulty=difficulty)
         candidates = env.reference_responses(task, seed=seed, n=n)

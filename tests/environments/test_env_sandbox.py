@@ -12,7 +12,9 @@ LIMITS = {"timeout_s": 1.0, "memory_mb": 128}
 
 
 def test_normal_code_runs_and_its_output_is_captured() -> None:
-    result = run_in_sandbox("import json\nprint(json.dumps([1, 2]))\nimport sys\nprint('note', file=sys.stderr)", **LIMITS)
+    result = run_in_sandbox(
+        "import json\nprint(json.dumps([1, 2]))\nimport sys\nprint('note', file=sys.stderr)", **LIMITS
+    )
     assert result.ok and result.status == "ok"
     assert result.stdout == "[1, 2]\n" and result.stderr == "note\n"
 
@@ -68,12 +70,13 @@ def test_network_access_is_blocked_and_cannot_be_caught(code: str) -> None:
         "import os\nos.execv('/bin/true', ['true'])",
         "import os, signal\nos.kill(1, signal.SIGTERM)",
         "import ctypes",
+        "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
         # Disarming the audit hook by rewriting its defaults is itself refused.
         "import gc\nhook = [o for o in gc.get_objects() if getattr(o, '__name__', '') == '_audit'][0]\n"
         "hook.__defaults__ = (None, None)",
     ],
 )
-def test_process_creation_and_hook_tampering_are_blocked(code: str) -> None:
+def test_process_creation_limit_changes_and_hook_tampering_are_blocked(code: str) -> None:
     assert run_in_sandbox(code, **LIMITS).status == "blocked"
 
 

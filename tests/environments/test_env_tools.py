@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -22,9 +21,21 @@ CFG = EnvironmentsConfig()
 
 @pytest.mark.parametrize(
     ("expr", "value"),
-    [("2+3*4", "14"), ("(2+3)*4", "20"), ("2**3**2", "512"), ("-3+5", "2"), ("7/2", "3.5"), ("10/3", "3.333333"),
-     ("7//2", "3"), ("-7//2", "-4"), ("7%3", "1"), ("1.5*4", "6"), ("0.1+0.2", "0.3"), ("2**-2", "0.25"),
-     (" 8 - 2 - 1 ", "5")],
+    [
+        ("2+3*4", "14"),
+        ("(2+3)*4", "20"),
+        ("2**3**2", "512"),
+        ("-3+5", "2"),
+        ("7/2", "3.5"),
+        ("10/3", "3.333333"),
+        ("7//2", "3"),
+        ("-7//2", "-4"),
+        ("7%3", "1"),
+        ("1.5*4", "6"),
+        ("0.1+0.2", "0.3"),
+        ("2**-2", "0.25"),
+        (" 8 - 2 - 1 ", "5"),
+    ],
 )
 def test_calculator_follows_python_precedence_exactly(expr: str, value: str) -> None:
     assert calculator_tool({"expr": expr}) == value
@@ -32,11 +43,24 @@ def test_calculator_follows_python_precedence_exactly(expr: str, value: str) -> 
 
 @pytest.mark.parametrize(
     ("expr", "message"),
-    [("__import__('os')", "unsupported"), ("os.system('ls')", "unsupported"), ("x+1", "unsupported"),
-     ("[1][0]", "unsupported"), ("'a'*3", "unsupported"), ("True+1", "unsupported"), ("1 if 1 else 2", "unsupported"),
-     ("(lambda: 1)()", "unsupported"), ("1/0", "division by zero"), ("5%0", "division by zero"),
-     ("0**-1", "division by zero"), ("9**9**9", "exponent"), ("2**0.5", "exponent"), ("10**15*10", "too large"),
-     ("1+", "cannot parse"), ("1" * 201, "longer than")],
+    [
+        ("__import__('os')", "unsupported"),
+        ("os.system('ls')", "unsupported"),
+        ("x+1", "unsupported"),
+        ("[1][0]", "unsupported"),
+        ("'a'*3", "unsupported"),
+        ("True+1", "unsupported"),
+        ("1 if 1 else 2", "unsupported"),
+        ("(lambda: 1)()", "unsupported"),
+        ("1/0", "division by zero"),
+        ("5%0", "division by zero"),
+        ("0**-1", "division by zero"),
+        ("9**9**9", "exponent"),
+        ("2**0.5", "exponent"),
+        ("10**15*10", "too large"),
+        ("1+", "cannot parse"),
+        ("1" * 201, "longer than"),
+    ],
 )
 def test_calculator_refuses_everything_else(expr: str, message: str) -> None:
     with pytest.raises(ToolError, match=message):
@@ -63,9 +87,13 @@ def test_calculator_agrees_with_python_on_integer_arithmetic(left: str, right: s
 
 @pytest.mark.parametrize(
     ("args", "value"),
-    [({"value": 3, "from": "km", "to": "m"}, "3000"), ({"value": 1500, "from": "g", "to": "kg"}, "1.5"),
-     ({"value": 2.5, "from": "h", "to": "min"}, "150"), ({"value": "90", "from": "s", "to": "min"}, "1.5"),
-     ({"value": 1, "from": "min", "to": "h"}, "0.016667")],
+    [
+        ({"value": 3, "from": "km", "to": "m"}, "3000"),
+        ({"value": 1500, "from": "g", "to": "kg"}, "1.5"),
+        ({"value": 2.5, "from": "h", "to": "min"}, "150"),
+        ({"value": "90", "from": "s", "to": "min"}, "1.5"),
+        ({"value": 1, "from": "min", "to": "h"}, "0.016667"),
+    ],
 )
 def test_convert(args: dict, value: str) -> None:
     assert convert_tool(args) == value
@@ -73,10 +101,14 @@ def test_convert(args: dict, value: str) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [({"value": 3, "from": "km", "to": "kg"}, "cannot convert length to mass"),
-     ({"value": 3, "from": "km", "to": "parsec"}, "unknown unit"), ({"value": True, "from": "m", "to": "cm"}, "number"),
-     ({"value": "lots", "from": "m", "to": "cm"}, "number"), ({"value": 1, "from": "m"}, "missing argument 'to'"),
-     ({"value": 1, "from": "m", "to": "cm", "x": 1}, "unexpected argument 'x'")],
+    [
+        ({"value": 3, "from": "km", "to": "kg"}, "cannot convert length to mass"),
+        ({"value": 3, "from": "km", "to": "parsec"}, "unknown unit"),
+        ({"value": True, "from": "m", "to": "cm"}, "number"),
+        ({"value": "lots", "from": "m", "to": "cm"}, "number"),
+        ({"value": 1, "from": "m"}, "missing argument 'to'"),
+        ({"value": 1, "from": "m", "to": "cm", "x": 1}, "unexpected argument 'x'"),
+    ],
 )
 def test_convert_rejects_bad_arguments(args: dict, message: str) -> None:
     with pytest.raises(ToolError, match=message):
@@ -133,6 +165,8 @@ def test_math_steps_are_local(seed: int, difficulty: int) -> None:
         assert int(left) == previous and int(right) == operand
         previous = int(match.group(4))
     assert str(previous) == task.answer == cot[-1].removeprefix("Answer: ")
+    # eval is the test oracle only: the prompt holds digits, + - * and parentheses.
+    assert eval(task.prompt.removeprefix("[math] ").removesuffix("=?\n")) == int(task.answer)
 
 
 def test_workflow_steps_feed_each_other() -> None:

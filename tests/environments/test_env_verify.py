@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -19,11 +20,15 @@ CODE = get_environment("code", CFG)
 TOOL = get_environment("tool_use", CFG)
 SEARCH = get_environment("search", CFG)
 
-MATH_TASK = Task("math-0-0", "math", 1, "[math] 4+5=?\n", "9", json.dumps({"start": 4, "moves": [["+", 5]], "expr": "4+5"}))
+MATH_TASK = Task(
+    "math-0-0", "math", 1, "[math] 4+5=?\n", "9", json.dumps({"start": 4, "moves": [["+", 5]], "expr": "4+5"})
+)
 
 
-@pytest.mark.parametrize("response", ["Answer: 9", "  Answer:   9  \n\n", "4+5=9\nAnswer: 9", "Answer: 9.0",
-                                      "Answer: +9", "Answer: 9.", "Answer: 09"])
+@pytest.mark.parametrize(
+    "response",
+    ["Answer: 9", "  Answer:   9  \n\n", "4+5=9\nAnswer: 9", "Answer: 9.0", "Answer: +9", "Answer: 9.", "Answer: 09"],
+)
 def test_fair_spellings_of_the_right_number_pass(response: str) -> None:
     verdict = MATH.verify(MATH_TASK, response)
     assert verdict.correct and verdict.format_ok, verdict
@@ -53,9 +58,15 @@ def test_missing_answer_line_extracts_nothing() -> None:
     assert MATH.verify(MATH_TASK, "the answer is 9").extracted is None
 
 
-@pytest.mark.parametrize(("response", "reason"), [("Answer: nine", "wrong type"), ("Answer: 9 apples", "wrong type"),
-                                                  ("Answer: 10", "wrong answer: got 10, want 9"),
-                                                  ("Answer: 9/1", "wrong type")])
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ("Answer: nine", "wrong type"),
+        ("Answer: 9 apples", "wrong type"),
+        ("Answer: 10", "wrong answer: got 10, want 9"),
+        ("Answer: 9/1", "wrong type"),
+    ],
+)
 def test_wrong_answers_keep_the_format_but_fail(response: str, reason: str) -> None:
     verdict = MATH.verify(MATH_TASK, response)
     assert verdict.format_ok and not verdict.correct
@@ -101,7 +112,7 @@ def _agentic_task_and_cot(family: str, difficulty: int) -> tuple[Task, str]:
 @pytest.mark.parametrize(
     ("broken", "reason"),
     [
-        (lambda t: t.replace('{"tool"', '{tool', 1), "invalid JSON"),
+        (lambda t: t.replace('{"tool"', "{tool", 1), "invalid JSON"),
         (lambda t: t.replace('"args":', '"arguments":', 1), "malformed tool call"),
         (lambda t: t.replace('"tool":"', '"tool":"x', 1), "unknown tool"),
         (lambda t: t.replace("</result>", "1</result>", 1), "not what the tool returned"),
@@ -110,7 +121,7 @@ def _agentic_task_and_cot(family: str, difficulty: int) -> tuple[Task, str]:
         (lambda t: t.replace("</call>", "</call>hmm", 1), "text between call 1 and its result"),
     ],
 )
-def test_malformed_or_faked_tool_calls_are_format_violations(broken, reason: str) -> None:  # noqa: ANN001
+def test_malformed_or_faked_tool_calls_are_format_violations(broken: Callable[[str], str], reason: str) -> None:
     task, cot = _agentic_task_and_cot("workflow", 1)
     env = get_environment("workflow", CFG)
     assert env.verify(task, cot).correct
@@ -194,7 +205,7 @@ def test_code_rejects_broken_slow_or_hostile_answers(source: str, reason: str) -
 def test_code_fake_results_of_the_right_shape_still_fail() -> None:
     task = _code_task("add 3")
     n = len(json.loads(task.payload)["inputs"])
-    fake = json.dumps([["ok", "0"]] * n)
-    source = f"import atexit; f = lambda x: x; atexit.register(print, '@@results {fake}')"
+    fake = repr([("ok", "0")] * n)
+    source = f'import atexit; f = lambda x: x; atexit.register(print, "@@results {fake}")'
     verdict = CODE.verify(task, f"Answer: {source}")
     assert not verdict.correct and "wrong answer" in verdict.reason

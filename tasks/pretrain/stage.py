@@ -1,0 +1,156 @@
+"""The pre-training stage as a plain function: train the Ling-2.0 base on the curated shards (or import
+an existing checkpoint), anneal by checkpoint merging (WSM), evaluate, and export the official layout.
+
+Outputs under ``out_dir``:
+  checkpoint/             HF folder (BailingMoeV2ForCausalLM, safetensors, modeling files, tokenizer)
+  eval_summary.parquet    EvalResult rows per family (+ "all")
+  eval_rollouts.parquet   every eval response with its verdict and token count
+  metrics.json            held-out loss (last vs merged), unigram baseline, training summary
+Training checkpoints (for resume) live under the state folder, not in DVC.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from configs import PipelineConfig, config_hash
+
+log = logging.getLogger(__name__)
+OnLog = Callable[[int, Mapping[str, float]], None]
+
+
+def eval_tasks(curated: Path, per_family: int) -> list[Any]:
+    """The first ``per_family`` eval tasks of each family, rebuilt from ``eval.parquet``."""
+    from environments import Task
+
+    frame = pd.read_parquet(curated / "eval.parquet")
+    frame = frame.groupby("family", sort=True).head(per_family)
+    return [Task(task_id=r.prompt_id, family=r.family, difficulty=int(r.difficulty), prompt=r.prompt,
+                 answer=r.answer, payload=r.payload) for r in frame.itertuples()]
+
+
+def lm_loss_fn(engine, batch_BT: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Next-token loss (+ MTP and router z-loss inside the model) on a [B, T+1] window batch."""
+    out = engine(batch_BT, labels=batch_BT)
+    stats: dict[str, Any] = {"lm_loss": out.lm_loss.detach()}
+    if out.mtp_loss is not None:
+        stats["mtp_loss"] = out.mtp_loss.detach()
+    if out.router_stats is not None:
+        stats["z_loss"] = out.router_stats.z_loss.detach()
+        stats["tokens_per_expert"] = out.router_stats.tokens_per_expert.detach()
+    return out.loss, stats
+
+
+def expert_bias_updater(engine, rate: float) -> Callable[[torch.nn.Module, Mapping[str, Any]], None]:
+    """``after_step`` hook: the aux-loss-free zero-mean sign update of the expert bias, once per optimizer
+    step, on the expert loads summed over data-parallel ranks (METHODS.md §1.2)."""
+    from model import update_expert_bias
+
+    def after_step(module: torch.nn.Module, stats: Mapping[str, Any]) -> None:
+        counts = stats.get("tokens_per_expert")
+        if counts is not None and rate > 0:
+            update_expert_bias(module, engine.all_reduce_mean(counts.clone()), rate)
+
+    return after_step
+
+
+def load_balance(stats: Mapping[str, Any]) -> float:
+    """max / mean expert load over MoE layers (1.0 = perfectly balanced)."""
+    counts = stats["tokens_per_expert"].float()
+    return float((counts.max(-1).values / counts.mean(-1).clamp_min(1e-9)).mean())
+
+
+def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoint_root: Path,
+                 on_log: OnLog | None = None) -> dict[str, Any]:
+    from evals.harness import evaluate_policy, heldout_loss, unigram_loss
+    from inference.native import NativeEngine
+    from model import Ling2ForCausalLM, count_parameters, export_hf, load_hf
+    from tasks.curate.shards import read_shards
+    from tasks.curate.tokenizer import EOS, PAD, load_tokenizer
+    from training.data import TokenBatches
+    from training.engine import build_engine
+    from training.loop import train
+    from training.schedule import merge_checkpoints
+
+    pcfg, loop = cfg.pretrain, cfg.pretrain.loop
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(curated / "tokenizer")
+    train_tokens = read_shards(curated / "shards", "train")
+    heldout_tokens = read_shards(curated / "shards", "heldout")
+    metrics: dict[str, Any] = {"unigram_heldout_loss": unigram_loss(train_tokens, heldout_tokens, cfg.model.vocab_size)}
+
+    if pcfg.base_checkpoint:
+        model = load_hf(pcfg.base_checkpoint, base=cfg.model)
+        metrics["imported_from"] = pcfg.base_checkpoint
+        is_main = True
+    else:
+        model = Ling2ForCausalLM(cfg.model)
+        engine = build_engine(model, pcfg.engine, pcfg.optim, total_steps=loop.max_steps)
+        batches = TokenBatches(train_tokens, loop.seq_len, loop.micro_batch_size, seed=loop.seed + cfg.seed,
+                               rank=engine.rank, world_size=engine.world_size)
+        run_dir = checkpoint_root / config_hash(cfg)
+
+        def log_metrics(step: int, m: Mapping[str, float]) -> None:
+            if on_log is not None:
+                on_log(step, m)
+
+        def loss_fn(eng, batch):
+            loss, stats = lm_loss_fn(eng, batch)
+            if "tokens_per_expert" in stats:
+                stats["load_balance"] = load_balance(stats)
+            return loss, stats
+
+        result = train(engine, batches, loss_fn, loop, checkpoint_dir=run_dir, on_log=log_metrics,
+                       after_step=expert_bias_updater(engine, cfg.model.router_bias_update_rate))
+        is_main = engine.is_main
+        metrics.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
+        metrics["resumed_from_step"] = result.resumed_from
+        model = engine.module
+        model.eval()
+        metrics["heldout_loss_last"] = heldout_loss(model, heldout_tokens, seq_len=loop.seq_len,
+                                                    max_windows=pcfg.eval.heldout_windows)
+        merged = merge_checkpoints(list(result.checkpoints)[-pcfg.optim.merge_last_k:])
+        model.load_state_dict(merged)
+        metrics["merged_checkpoints"] = min(len(result.checkpoints), pcfg.optim.merge_last_k)
+
+    if not is_main:
+        return metrics
+    model.eval()
+    total, active = count_parameters(model)
+    metrics.update({"params_total": total, "params_active": active})
+    metrics["heldout_loss"] = heldout_loss(model, heldout_tokens, seq_len=loop.seq_len,
+                                           max_windows=pcfg.eval.heldout_windows)
+    from inference.sampling import SamplingParams
+
+    engine_native = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
+    summary, rollouts = evaluate_policy(
+        engine_native, _environments(cfg), eval_tasks(curated, pcfg.eval.prompts_per_family), checkpoint="pretrain",
+        params=SamplingParams(temperature=0.0, max_new_tokens=pcfg.eval.max_new_tokens),
+        max_turns=pcfg.eval.max_tool_turns,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / "checkpoint"
+    if checkpoint.exists():
+        shutil.rmtree(checkpoint)
+    export_hf(model, checkpoint)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(curated / "tokenizer" / name, checkpoint / name)
+    summary.to_parquet(out_dir / "eval_summary.parquet", index=False)
+    rollouts.to_parquet(out_dir / "eval_rollouts.parquet", index=False)
+    metrics["eval"] = summary.to_dict("records")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return metrics
+
+
+def _environments(cfg: PipelineConfig) -> dict[str, Any]:
+    from environments import all_environments
+
+    return all_environments(cfg.environments)
