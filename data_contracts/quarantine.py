@@ -1,8 +1,10 @@
 """Row-level intake rules and the quarantine ledger.
 
-Bad input never disappears: every row that a rule rejects is either raised as a ``ContractViolation``
-naming the row and the rule (``on_bad_rows="raise"``) or written to the ledger (``"quarantine"``), and
-``rows_in == rows_kept + rows_quarantined`` holds per table (``IntakeResult.check_balance``).
+Bad input never disappears: every input row that an intake rule rejects is either raised as a
+``ContractViolation`` naming the row and the rule (``on_bad_rows="raise"``) or written to the ledger
+(``"quarantine"``), and ``rows_in == rows_kept + rows_quarantined`` holds per table
+(``IntakeResult.check_balance``). Filters that are part of normal curation (duplicates, eval overlap
+of generated data) always quarantine: finding them is the point, not an error.
 """
 
 from __future__ import annotations
@@ -42,15 +44,12 @@ def _excerpt(value: Any) -> str:
 class QuarantineLedger:
     """Collects rejected rows across tables; ``frame()`` is the versioned quarantine file's content."""
 
-    on_bad_rows: OnBadRows = "quarantine"
     _rows: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, table: str, row_id: Any, rule: str, detail: str, value: Any = "") -> None:
         if rule not in QUARANTINE_RULES:
             raise ValueError(f"unknown quarantine rule {rule!r}")
         row_id = _excerpt(row_id) if row_id is not None and not _is_missing(row_id) else "<missing>"
-        if self.on_bad_rows == "raise":
-            raise ContractViolation(table, row_id, rule, detail)
         self._rows.append(
             {"row_id": row_id, "table": table, "rule": rule, "detail": detail, "excerpt": _excerpt(value)}
         )
@@ -64,6 +63,11 @@ class QuarantineLedger:
 
     def count(self, table: str) -> int:
         return sum(1 for r in self._rows if r["table"] == table)
+
+
+class _RaisingLedger(QuarantineLedger):
+    def add(self, table: str, row_id: Any, rule: str, detail: str, value: Any = "") -> None:
+        raise ContractViolation(table, _excerpt(row_id), rule, detail)
 
 
 @dataclass(frozen=True)
@@ -114,24 +118,31 @@ def screen_documents(
     table: str,
     min_chars: int,
     max_chars: int,
+    on_bad_rows: OnBadRows = "quarantine",
+    seen_ids: set[str] | None = None,
 ) -> IntakeResult:
-    """Apply the intake rules to raw ``{doc_id, source, text}`` rows; return the clean rows as a frame.
+    """Apply the intake rules to raw ``{doc_id, source, text[, origin]}`` rows; return the clean rows as a frame.
 
     Rules, in order: null_field / wrong_type (id and text), invalid_utf8, empty_text, duplicate_id
-    (the first occurrence is kept), oversize, too_short.
+    (the first occurrence is kept; pass the same ``seen_ids`` set to screen several sources as one
+    table), oversize, too_short.
     """
+    if on_bad_rows == "raise":
+        ledger = _RaisingLedger()
     kept: list[dict[str, Any]] = []
-    seen_ids: set[str] = set()
+    seen_ids = set() if seen_ids is None else seen_ids
     before = Counter(ledger.counts(table))
     rows_in = 0
     for position, row in enumerate(rows):
         rows_in += 1
         doc_id = row.get("doc_id")
+        # A row without a usable id is named by where it came from (file:line), else its position.
+        where = row.get("origin") or f"#{position}"
         if _is_missing(doc_id):
-            ledger.add(table, f"#{position}", "null_field", "doc_id is null/NaN", row.get("text", ""))
+            ledger.add(table, where, "null_field", "doc_id is null/NaN", row.get("text", ""))
             continue
         if not isinstance(doc_id, str) or not doc_id:
-            ledger.add(table, f"#{position}", "wrong_type", f"doc_id is {type(doc_id).__name__}, expected str", doc_id)
+            ledger.add(table, where, "wrong_type", f"doc_id is {type(doc_id).__name__} {doc_id!r}, expected str", doc_id)
             continue
         source = row.get("source", "unknown")
         if not isinstance(source, str) or _is_missing(source):

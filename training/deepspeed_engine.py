@@ -33,6 +33,8 @@ from configs.training import EngineConfig, OptimConfig
 from training.engine import Engine, cpu_copy, adamw_hparams, clip_gradients, trainable_param_groups
 
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+# DeepSpeed's default ZeRO bucket size (elements), sized for billion-parameter models.
+_DEFAULT_BUCKET = 500_000_000
 
 
 def deepspeed_clips(engine_cfg: EngineConfig) -> bool:
@@ -41,10 +43,20 @@ def deepspeed_clips(engine_cfg: EngineConfig) -> bool:
 
 
 def deepspeed_config(
-    engine_cfg: EngineConfig, optim_cfg: OptimConfig, *, micro_batch_size: int, grad_accum_steps: int
+    engine_cfg: EngineConfig,
+    optim_cfg: OptimConfig,
+    *,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    trainable_numel: int,
 ) -> dict[str, Any]:
     """The DeepSpeed config dict for our engine and optimizer configs."""
-    zero: dict[str, Any] = {"stage": engine_cfg.zero_stage}
+    # ZeRO allocates a gradient bucket per micro-step; one larger than the model only costs memory
+    # (2 GB at the default), and deterministic mode fills every fresh allocation.
+    bucket = min(_DEFAULT_BUCKET, max(trainable_numel, 1))
+    zero: dict[str, Any] = {"stage": engine_cfg.zero_stage, "reduce_bucket_size": bucket}
+    if engine_cfg.zero_stage in (1, 2):
+        zero["allgather_bucket_size"] = bucket
     if engine_cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     hparams = adamw_hparams(optim_cfg)
@@ -91,7 +103,11 @@ class DeepSpeedEngine(Engine):
         groups = trainable_param_groups(model, optim_cfg, param_groups)
         self._params = [p for group in groups for p in group["params"]]
         config = deepspeed_config(
-            engine_cfg, optim_cfg, micro_batch_size=micro_batch_size, grad_accum_steps=grad_accum_steps
+            engine_cfg,
+            optim_cfg,
+            micro_batch_size=micro_batch_size,
+            grad_accum_steps=grad_accum_steps,
+            trainable_numel=sum(p.numel() for p in self._params),
         )
         self._ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
         super().__init__(

@@ -33,18 +33,35 @@ def stdlib_files(max_files: int, seed: int) -> list[Path]:
     return sorted(ranked[:max_files], key=lambda p: p.relative_to(root).as_posix())
 
 
-def _code_chunks(source: str) -> Iterator[str]:
-    """Split a module at top-level blank-line boundaries into chunks of at most ~CODE_CHUNK_CHARS."""
+def _lines_within(block: str, limit: int) -> Iterator[str]:
+    """Cut a block at line boundaries into pieces of at most ``limit`` characters."""
+    piece: list[str] = []
+    size = 0
+    for line in block.split("\n"):
+        line = line[:limit]
+        if size + len(line) + 1 > limit and piece:
+            yield "\n".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line) + 1
+    if piece:
+        yield "\n".join(piece)
+
+
+def pack(text: str, separator: str, limit: int = CODE_CHUNK_CHARS) -> Iterator[str]:
+    """Chunks of ``text`` of at most ``limit`` characters, cut at ``separator`` where possible, else at
+    line boundaries: no chunk of our own sources can break the intake's size limit."""
+    blocks = [p for block in text.split(separator) for p in (_lines_within(block, limit) if len(block) > limit else [block])]
     chunk: list[str] = []
     size = 0
-    for block in source.split("\n\n\n"):
-        if size + len(block) > CODE_CHUNK_CHARS and chunk:
-            yield "\n\n\n".join(chunk)
+    for block in blocks:
+        if size + len(block) + len(separator) > limit and chunk:
+            yield separator.join(chunk)
             chunk, size = [], 0
         chunk.append(block)
-        size += len(block) + 3
+        size += len(block) + len(separator)
     if chunk:
-        yield "\n\n\n".join(chunk)
+        yield separator.join(chunk)
 
 
 def _docstrings(source: str) -> str:
@@ -69,11 +86,10 @@ def stdlib_documents(max_files: int, seed: int) -> list[dict[str, Any]]:
             # Kept as bytes so the intake rules quarantine it as invalid UTF-8 rather than silently dropping it.
             rows.append({"doc_id": f"stdlib:{rel}", "source": "python-stdlib", "text": raw})
             continue
-        for i, chunk in enumerate(_code_chunks(source)):
+        for i, chunk in enumerate(c for c in pack(source, "\n\n\n") if c.strip()):
             rows.append({"doc_id": f"stdlib:{rel}#{i}", "source": "python-stdlib", "text": chunk})
-        docs = _docstrings(source)
-        if docs:
-            rows.append({"doc_id": f"stdlib-doc:{rel}", "source": "python-stdlib-docstrings", "text": docs})
+        for i, chunk in enumerate(c for c in pack(_docstrings(source), "\n\n") if c.strip()):
+            rows.append({"doc_id": f"stdlib-doc:{rel}#{i}", "source": "python-stdlib-docstrings", "text": chunk})
     return rows
 
 
@@ -92,14 +108,15 @@ def read_extra_documents(path: str) -> list[dict[str, Any]]:
     for lineno, line in enumerate(file.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
+        origin = f"{file.name}:line{lineno}"
         try:
             obj = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError:
-            rows.append({"doc_id": f"{file.name}:line{lineno}", "source": file.name, "text": line})
+            rows.append({"doc_id": origin, "source": file.name, "text": line, "origin": origin})
             continue
-        except json.JSONDecodeError as err:
-            rows.append({"doc_id": f"{file.name}:line{lineno}", "source": file.name, "text": None,
-                         "parse_error": str(err)})
+        except json.JSONDecodeError:
+            rows.append({"doc_id": origin, "source": file.name, "text": None, "origin": origin})
             continue
-        rows.append(obj if isinstance(obj, dict) else {"doc_id": f"{file.name}:line{lineno}", "text": obj})
+        row = obj if isinstance(obj, dict) else {"doc_id": origin, "source": file.name, "text": obj}
+        rows.append({**row, "origin": origin})
     return rows

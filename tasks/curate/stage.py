@@ -106,7 +106,7 @@ def run_curation(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     env_cfg, cur = cfg.environments, cfg.curate
-    ledger = QuarantineLedger(on_bad_rows=on_bad_rows)
+    ledger = QuarantineLedger()
     envs = all_environments(env_cfg)
     tables_in: dict[str, int] = {}
 
@@ -136,14 +136,19 @@ def run_curation(
     for family in env_cfg.families:
         raw_rows += [{"doc_id": f"env-corpus:{family}:{i}", "source": f"env-{family}-corpus", "text": text}
                      for i, text in enumerate(envs[family].pretrain_documents())]
+    # Our own sources always quarantine; ``on_bad_rows`` decides for the user's documents.
+    seen_ids: set[str] = set()
+    intakes = [screen_documents(raw_rows, ledger, table="pretrain_documents", min_chars=cur.min_doc_chars,
+                                max_chars=cur.max_doc_chars, seen_ids=seen_ids)]
     if extra_documents:
-        raw_rows += read_extra_documents(extra_documents)
-    intake = screen_documents(raw_rows, ledger, table="pretrain_documents", min_chars=cur.min_doc_chars,
-                              max_chars=cur.max_doc_chars)
-    tables_in["pretrain_documents"] = intake.rows_in
+        intakes.append(screen_documents(read_extra_documents(extra_documents), ledger, table="pretrain_documents",
+                                        min_chars=cur.min_doc_chars, max_chars=cur.max_doc_chars,
+                                        on_bad_rows=on_bad_rows, seen_ids=seen_ids))
+    kept_docs = pd.concat([i.kept for i in intakes], ignore_index=True)
+    tables_in["pretrain_documents"] = sum(i.rows_in for i in intakes)
 
-    progress(f"deduplicating and decontaminating {len(intake.kept)} documents")
-    docs = _assign_split(_filter_documents(intake.kept, ledger, cfg, index), fraction=cur.heldout_fraction,
+    progress(f"deduplicating and decontaminating {len(kept_docs)} documents")
+    docs = _assign_split(_filter_documents(kept_docs, ledger, cfg, index), fraction=cur.heldout_fraction,
                          seed=cfg.seed)
 
     progress("training the tokenizer")

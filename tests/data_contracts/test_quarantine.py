@@ -21,8 +21,8 @@ BAD_ROWS = [
 ]
 
 
-def screen(rows, ledger):
-    return screen_documents(rows, ledger, table="docs", min_chars=5, max_chars=100)
+def screen(rows, ledger, on_bad_rows="quarantine"):
+    return screen_documents(rows, ledger, table="docs", min_chars=5, max_chars=100, on_bad_rows=on_bad_rows)
 
 
 def test_each_bad_row_is_quarantined_with_its_rule():
@@ -41,7 +41,7 @@ def test_each_bad_row_is_quarantined_with_its_rule():
 def test_raise_mode_names_row_and_rule(row, rule):
     rows = [{"doc_id": "good", "source": "s", "text": "a perfectly good document"}, row]
     with pytest.raises(ContractViolation, match=rule) as info:
-        screen(rows, QuarantineLedger(on_bad_rows="raise"))
+        screen(rows, QuarantineLedger(), on_bad_rows="raise")
     assert info.value.rule == rule
     assert "row " in str(info.value)
 

@@ -126,12 +126,13 @@ def test_nothing_to_train_and_unsupported_torch_configs_are_errors():
 
 
 def test_deepspeed_config_is_built_from_our_configs():
-    cfg = deepspeed_config(EngineConfig(zero_stage=0), OptimConfig(), micro_batch_size=4, grad_accum_steps=3)
+    cfg = deepspeed_config(EngineConfig(zero_stage=0), OptimConfig(), micro_batch_size=4, grad_accum_steps=3,
+                           trainable_numel=10)  # fmt: skip
     assert cfg["gradient_clipping"] == 0.0  # ZeRO 0 fp32: the engine clips, DeepSpeed would not report the norm
     assert cfg["gradient_accumulation_steps"] == 3 and cfg["train_micro_batch_size_per_gpu"] == 4
     assert cfg["optimizer"]["params"] == {"lr": 3e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1,
                                           "torch_adam": True}  # fmt: skip
     cfg = deepspeed_config(EngineConfig(zero_stage=3, precision="bf16", offload_optimizer=True, grad_clip=0.5),
-                           OptimConfig(), micro_batch_size=1, grad_accum_steps=1)  # fmt: skip
+                           OptimConfig(), micro_batch_size=1, grad_accum_steps=1, trainable_numel=10**12)  # fmt: skip
     assert cfg["gradient_clipping"] == 0.5 and cfg["bf16"] == {"enabled": True}
-    assert cfg["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu"}}
+    assert cfg["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 500_000_000, "offload_optimizer": {"device": "cpu"}}
