@@ -32,11 +32,11 @@ class EnvironmentsConfig:
 @config
 class CurateConfig:
     # Real local text for the pre-training mix: the Python standard library's sources and docstrings.
-    stdlib_max_files: int = 400
+    stdlib_max_files: int = 150
     min_doc_chars: int = 32
     max_doc_chars: int = 16384
     # Environment text (rendered prompt + reference responses) added to the pre-training mix.
-    env_pretrain_prompts_per_family: int = 600
+    env_pretrain_prompts_per_family: int = 2000
     # Near-duplicate detection: MinHash over character shingles, LSH banding.
     shingle_chars: int = 5
     minhash_permutations: int = 64

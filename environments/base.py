@@ -90,9 +90,10 @@ class Environment(ABC):
         """Compare a well-formatted response's final answer with the task; (correct, reason)."""
         return answers_match(answer, task.answer)
 
-    def generate(self, n: int, *, seed: int, difficulty: int) -> list[Task]:
+    def generate(self, n: int, *, seed: int, difficulty: int, allow_fewer: bool = False) -> list[Task]:
         """``n`` distinct tasks, the same for the same (n, seed, difficulty); ValueError when the
-        family has fewer than ``n`` distinct tasks of that difficulty."""
+        family has fewer than ``n`` distinct tasks of that difficulty, unless ``allow_fewer`` (then
+        as many distinct tasks as were found)."""
         if difficulty not in DIFFICULTIES:
             raise ValueError(f"{self.family}: difficulty {difficulty} outside 1..5")
         if n < 0:
@@ -118,7 +119,7 @@ class Environment(ABC):
                     payload=json.dumps(draft.payload, sort_keys=True),
                 )
             )
-        if len(tasks) < n:
+        if len(tasks) < n and not allow_fewer:
             raise ValueError(
                 f"{self.family}: only {len(tasks)} distinct tasks of difficulty {difficulty} found, {n} asked; "
                 "ask for fewer or spread them over more difficulties"

@@ -164,10 +164,13 @@ def save_checkpoint(engine: Engine, root: Path, *, step: int, data_state: Any, e
     tmp = None
     if engine.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            raise FileExistsError(f"{final} already exists; refusing to overwrite a checkpoint")
-        tmp = tempfile.mkdtemp(prefix=final.name + _TMP_MARK, dir=root)
-    tmp = Path(engine.broadcast_object(tmp))
+        if not final.exists():
+            tmp = tempfile.mkdtemp(prefix=final.name + _TMP_MARK, dir=root)
+    # Every rank learns the temp dir, or that there is none, so all raise together instead of hanging.
+    tmp = engine.broadcast_object(tmp)
+    if tmp is None:
+        raise FileExistsError(f"{final} already exists; refusing to overwrite a checkpoint")
+    tmp = Path(tmp)
     rank = engine.rank
     save_state(engine.optimizer_state_dict(), tmp / f"optimizer-rank{rank}")
     save_state(rng, tmp / f"rng-rank{rank}")

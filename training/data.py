@@ -38,7 +38,9 @@ class TokenBatches:
         if tokens.ndim != 1:
             raise ValueError(f"tokens must be a flat array, got shape {tokens.shape}")
         if min(seq_len, micro_batch_size, world_size) < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"bad sizes: seq_len={seq_len} micro_batch_size={micro_batch_size} rank={rank}/{world_size}")
+            raise ValueError(
+                f"bad sizes: seq_len={seq_len} micro_batch_size={micro_batch_size} rank={rank}/{world_size}"
+            )
         self.tokens = tokens
         self.seq_len = seq_len
         self.micro_batch_size = micro_batch_size

@@ -20,6 +20,7 @@ How it is driven, and why:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import deepspeed
@@ -30,7 +31,7 @@ from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
 from torch import nn
 
 from configs.training import EngineConfig, OptimConfig
-from training.engine import Engine, cpu_copy, adamw_hparams, clip_gradients, trainable_param_groups
+from training.engine import Engine, adamw_hparams, clip_gradients, cpu_copy, trainable_param_groups
 
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 # DeepSpeed's default ZeRO bucket size (elements), sized for billion-parameter models.
@@ -97,7 +98,7 @@ class DeepSpeedEngine(Engine):
         total_steps: int,
         grad_accum_steps: int,
         micro_batch_size: int,
-        param_groups: Any,
+        param_groups: Iterable[dict[str, Any]] | None,
     ) -> None:
         _join_or_start_world()
         groups = trainable_param_groups(model, optim_cfg, param_groups)

@@ -123,7 +123,9 @@ class Engine(abc.ABC):
 
     def backward(self, loss: torch.Tensor) -> None:
         if self._micro_steps == self.grad_accum_steps:
-            raise RuntimeError(f"backward() called more than grad_accum_steps={self.grad_accum_steps} times before step()")
+            raise RuntimeError(
+                f"backward() called more than grad_accum_steps={self.grad_accum_steps} times before step()"
+            )
         self._micro_steps += 1
         self._backward(loss, last=self._micro_steps == self.grad_accum_steps)
 
@@ -219,19 +221,30 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
 class TorchEngine(Engine):
     """Plain torch: fp32, no ZeRO; several processes average their gradients with one all-reduce."""
 
-    def __init__(self, model: nn.Module, engine_cfg: EngineConfig, optim_cfg: OptimConfig, *, total_steps: int,
-                 grad_accum_steps: int, param_groups: Iterable[dict[str, Any]] | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        engine_cfg: EngineConfig,
+        optim_cfg: OptimConfig,
+        *,
+        total_steps: int,
+        grad_accum_steps: int,
+        param_groups: Iterable[dict[str, Any]] | None,
+    ) -> None:
         if engine_cfg.zero_stage != 0 or engine_cfg.precision != "fp32":
             raise ValueError("backend='torch' supports zero_stage=0 and precision='fp32' only; use backend='deepspeed'")
         if launched_world_size() > 1 and not dist.is_initialized():
             # backend=None: gloo for CPU tensors and the accelerator's backend for device tensors.
             dist.init_process_group()
         accelerator = torch.accelerator.current_accelerator()
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(accelerator.type, local_rank) if accelerator is not None else torch.device("cpu")
+        device = torch.device("cpu")
+        if accelerator is not None:
+            device = torch.device(accelerator.type, int(os.environ.get("LOCAL_RANK", "0")))
+            torch.accelerator.set_device_index(device.index)
         model.to(device)
-        super().__init__(model, engine_cfg, optim_cfg, total_steps=total_steps,
-                         grad_accum_steps=grad_accum_steps, device=device)
+        super().__init__(
+            model, engine_cfg, optim_cfg, total_steps=total_steps, grad_accum_steps=grad_accum_steps, device=device
+        )
         groups = trainable_param_groups(model, optim_cfg, param_groups)
         self._params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, **adamw_hparams(optim_cfg), foreach=None)
@@ -249,7 +262,11 @@ class TorchEngine(Engine):
 
     def _step(self) -> torch.Tensor:
         if self.world_size > 1:
-            grads = [p.grad for p in self._params if p.grad is not None]
+            # A parameter unused on this rank (an idle expert) still joins with zeros, or the flat buffers
+            # of the ranks would differ in length.
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+            for param, grad in zip(self._params, grads, strict=True):
+                param.grad = grad
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
             flat /= self.world_size
@@ -294,10 +311,23 @@ def build_engine(
     Without a launcher, DeepSpeed runs as a world of one (see ``training.deepspeed_engine``).
     """
     if engine_cfg.backend == "torch":
-        return TorchEngine(model, engine_cfg, optim_cfg, total_steps=total_steps,
-                           grad_accum_steps=grad_accum_steps, param_groups=param_groups)
+        return TorchEngine(
+            model,
+            engine_cfg,
+            optim_cfg,
+            total_steps=total_steps,
+            grad_accum_steps=grad_accum_steps,
+            param_groups=param_groups,
+        )
     # Imported here: DeepSpeed takes seconds to import and the torch backend must not pay for it.
     from training.deepspeed_engine import DeepSpeedEngine
 
-    return DeepSpeedEngine(model, engine_cfg, optim_cfg, total_steps=total_steps, grad_accum_steps=grad_accum_steps,
-                           micro_batch_size=micro_batch_size, param_groups=param_groups)
+    return DeepSpeedEngine(
+        model,
+        engine_cfg,
+        optim_cfg,
+        total_steps=total_steps,
+        grad_accum_steps=grad_accum_steps,
+        micro_batch_size=micro_batch_size,
+        param_groups=param_groups,
+    )

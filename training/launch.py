@@ -40,9 +40,17 @@ def resolve_target(target: str) -> Callable[[list[str]], object]:
 
 def worker_command(target: str, nproc: int, args: Sequence[str] = ()) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "training.launch", "--worker", target, *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "training.launch",
+        "--worker",
+        target,
+        *args,
+    ]
 
 
 def run_distributed(
@@ -89,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
     if ns.worker:
-        logging.basicConfig(level=logging.INFO, format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(name)s: %(message)s"
+        )
         run_worker(ns.target, ns.args)
     try:
         run_distributed(ns.target, ns.nproc, ns.args)

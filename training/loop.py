@@ -148,8 +148,12 @@ def train(
                     if on_log is not None:
                         on_log(step, metrics)
                     if not show_bar:
-                        log.info("step %d/%d %s", step, loop_cfg.max_steps,
-                                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                        log.info(
+                            "step %d/%d %s",
+                            step,
+                            loop_cfg.max_steps,
+                            " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+                        )
 
             if step % loop_cfg.checkpoint_every == 0 or step == loop_cfg.max_steps:
                 extra = {"loop": to_dict(loop_cfg), "metrics": metrics}

@@ -51,7 +51,9 @@ def merge_checkpoints(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
         if index == 0:
             dtypes = {name: t.dtype for name, t in weights.items()}
         elif weights.keys() != dtypes.keys():
-            raise ValueError(f"{path} holds different tensors than {paths[0]}: {sorted(weights.keys() ^ dtypes.keys())}")
+            raise ValueError(
+                f"{path} holds different tensors than {paths[0]}: {sorted(weights.keys() ^ dtypes.keys())}"
+            )
         for name, tensor in weights.items():
             if not tensor.is_floating_point():
                 total[name] = tensor
@@ -61,6 +63,4 @@ def merge_checkpoints(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
                 raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(total[name].shape)}")
             else:
                 total[name] += tensor
-    return {
-        name: (t / len(paths)).to(dtypes[name]) if t.is_floating_point() else t for name, t in total.items()
-    }
+    return {name: (t / len(paths)).to(dtypes[name]) if t.is_floating_point() else t for name, t in total.items()}

@@ -74,7 +74,11 @@ def _filter_documents(docs: pd.DataFrame, ledger: QuarantineLedger, cfg: Pipelin
         docs, near.notna(), ledger, table=table, id_col="doc_id", text_col="text", rule="near_duplicate",
         details=near.map(lambda m: f"~{m[1]:.2f} Jaccard with {docs.at[m[0], 'doc_id']}" if m else ""),
     )
-    shared = docs["text"].map(index.shared_ngram)
+    # Environment text is decontaminated where it is generated, task by task (its prompts against the eval
+    # prompts, table ``pretrain_prompts``); templated solutions legitimately share n-grams with eval
+    # answers, and the search corpus *is* the tools' database. The n-gram check is for free text.
+    free_text = ~docs["source"].str.startswith("env-")
+    shared = docs["text"].where(free_text, "").map(index.shared_ngram)
     return drop_and_quarantine(
         docs, shared.notna(), ledger, table=table, id_col="doc_id", text_col="text", rule="eval_contamination",
         details=shared.map(lambda g: f"shares eval {index.n}-gram {' '.join(g)!r}" if g else ""),
@@ -132,7 +136,7 @@ def run_curation(
 
     progress("collecting pre-training documents")
     raw_rows = stdlib_documents(cur.stdlib_max_files, cfg.seed)
-    raw_rows += example_pages(envs, [task_by_id[i] for i in kept["pretrain"]["prompt_id"]], seed=cfg.seed)
+    raw_rows += example_pages(envs, [task_by_id[i] for i in kept["pretrain"]["prompt_id"]], seed=cfg.seed, eos=EOS)
     for family in env_cfg.families:
         raw_rows += [{"doc_id": f"env-corpus:{family}:{i}", "source": f"env-{family}-corpus", "text": text}
                      for i, text in enumerate(envs[family].pretrain_documents())]

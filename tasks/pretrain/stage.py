@@ -93,7 +93,8 @@ def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoin
         is_main = True
     else:
         model = Ling2ForCausalLM(cfg.model)
-        engine = build_engine(model, pcfg.engine, pcfg.optim, total_steps=loop.max_steps)
+        engine = build_engine(model, pcfg.engine, pcfg.optim, total_steps=loop.max_steps,
+                              grad_accum_steps=loop.grad_accum_steps, micro_batch_size=loop.micro_batch_size)
         batches = TokenBatches(train_tokens, loop.seq_len, loop.micro_batch_size, seed=loop.seed + cfg.seed,
                                rank=engine.rank, world_size=engine.world_size)
         run_dir = checkpoint_root / config_hash(cfg)

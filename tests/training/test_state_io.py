@@ -8,13 +8,22 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from training_toys import same
 
 from training.state_io import load_state, save_state, state_paths
 
-DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32,
-          torch.uint8, torch.int8, torch.bool, torch.uint16]  # fmt: skip
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.bfloat16,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.uint8,
+    torch.int8,
+    torch.bool,
+    torch.uint16,
+]
 
 
 @st.composite
@@ -34,9 +43,9 @@ scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) 
 keys = st.text(max_size=6) | st.integers(-5, 5) | st.tuples(st.integers(0, 3), st.text(max_size=2)) | st.none()
 states = st.recursive(
     scalars | tensors() | st.builds(lambda a: a.numpy(), tensors().filter(lambda t: t.dtype != torch.bfloat16)),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.lists(inner, max_size=4).map(tuple)
-    | st.dictionaries(keys, inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple) | st.dictionaries(keys, inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -81,3 +90,13 @@ def test_namedtuple_is_refused_rather_than_silently_changed(tmp_path):
 
     with pytest.raises(TypeError, match="Point"):
         save_state({"p": namedtuple("Point", "x y")(1, 2)}, tmp_path / "x")
+
+
+def test_views_of_one_storage_come_back_as_separate_equal_tensors(tmp_path):
+    base = torch.arange(10.0)
+    state = {"whole": base, "slice": base[2:5], "matrix": base.view(2, 5), "strided": base[::3]}
+    save_state(state, tmp_path / "views")
+    loaded = load_state(tmp_path / "views")
+    assert same(loaded, state)
+    loaded["slice"][0] = -1.0
+    assert loaded["whole"][2] == 2.0

@@ -24,8 +24,8 @@ def test_windows_are_contiguous_int64_of_seq_len_plus_one():
 
 def test_same_seed_same_batches_other_seed_other_batches():
     a, b, c = (take(TokenBatches(TOKENS, 16, 4, seed=s), 5) for s in (0, 0, 1))
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_an_epoch_visits_every_window_once_then_reshuffles():
@@ -43,7 +43,7 @@ def test_resume_from_state_dict_continues_the_exact_sequence(stop):
     take(first, stop)
     resumed = TokenBatches(TOKENS, 16, 4, seed=7)
     resumed.load_state_dict(first.state_dict())
-    assert all(torch.equal(x, y) for x, y in zip(take(resumed, 40 - stop), reference[stop:]))
+    assert all(torch.equal(x, y) for x, y in zip(take(resumed, 40 - stop), reference[stop:], strict=True))
 
 
 def test_ranks_take_disjoint_slices_of_one_global_batch():
@@ -66,8 +66,12 @@ def test_state_moves_between_world_sizes_with_the_same_global_batch():
 
 def test_state_of_other_data_is_refused():
     state = TokenBatches(TOKENS, 16, 4, seed=0).state_dict()
-    for other in (TokenBatches(TOKENS, 8, 4, seed=0), TokenBatches(TOKENS, 16, 4, seed=1),
-                  TokenBatches(TOKENS[:-16], 16, 4, seed=0), TokenBatches(TOKENS, 16, 4, seed=0, world_size=2)):  # fmt: skip
+    for other in (
+        TokenBatches(TOKENS, 8, 4, seed=0),
+        TokenBatches(TOKENS, 16, 4, seed=1),
+        TokenBatches(TOKENS[:-16], 16, 4, seed=0),
+        TokenBatches(TOKENS, 16, 4, seed=0, world_size=2),
+    ):
         with pytest.raises(ValueError, match="data state was saved with"):
             other.load_state_dict(state)
 
@@ -81,5 +85,5 @@ def test_works_on_read_only_memory_maps(tmp_path):
     path = tmp_path / "train-00000.bin"
     TOKENS.astype("<u2").tofile(path)
     mapped = np.memmap(path, dtype="<u2", mode="r")
-    for x, y in itertools.islice(zip(TokenBatches(mapped, 16, 4, 0), TokenBatches(TOKENS, 16, 4, 0)), 5):
+    for x, y in itertools.islice(zip(TokenBatches(mapped, 16, 4, 0), TokenBatches(TOKENS, 16, 4, 0), strict=False), 5):
         assert torch.equal(x, y)

@@ -13,8 +13,16 @@ from training.engine import build_engine, trainable_param_groups
 TOKENS = markov_tokens(4000)
 
 
-def make_engine(backend="deepspeed", zero_stage=0, *, grad_accum_steps=1, micro_batch_size=4, param_groups=None,
-                model=None, **engine_kwargs):  # fmt: skip
+def make_engine(
+    backend="deepspeed",
+    zero_stage=0,
+    *,
+    grad_accum_steps=1,
+    micro_batch_size=4,
+    param_groups=None,
+    model=None,
+    **engine_kwargs,
+):
     return build_engine(
         model if model is not None else toy_model(seed=0, dropout=0.0),
         EngineConfig(backend=backend, zero_stage=zero_stage, **engine_kwargs),
@@ -43,8 +51,15 @@ def run(engine, steps, micro_batch_size=4):
 
 @pytest.mark.parametrize(
     ("zero_stage", "precision", "offload_optimizer"),
-    [(0, "fp32", False), (1, "fp32", False), (2, "fp32", False), (3, "fp32", False), (0, "bf16", False),
-     (2, "bf16", True), (3, "bf16", True)],  # fmt: skip
+    [
+        (0, "fp32", False),
+        (1, "fp32", False),
+        (2, "fp32", False),
+        (3, "fp32", False),
+        (0, "bf16", False),
+        (2, "bf16", True),
+        (3, "bf16", True),
+    ],
 )
 def test_deepspeed_trains_and_leaves_frozen_weights_bitwise_alone(zero_stage, precision, offload_optimizer):
     engine = make_engine("deepspeed", zero_stage, precision=precision, offload_optimizer=offload_optimizer)
@@ -126,13 +141,28 @@ def test_nothing_to_train_and_unsupported_torch_configs_are_errors():
 
 
 def test_deepspeed_config_is_built_from_our_configs():
-    cfg = deepspeed_config(EngineConfig(zero_stage=0), OptimConfig(), micro_batch_size=4, grad_accum_steps=3,
-                           trainable_numel=10)  # fmt: skip
+    cfg = deepspeed_config(
+        EngineConfig(zero_stage=0), OptimConfig(), micro_batch_size=4, grad_accum_steps=3, trainable_numel=10
+    )
     assert cfg["gradient_clipping"] == 0.0  # ZeRO 0 fp32: the engine clips, DeepSpeed would not report the norm
     assert cfg["gradient_accumulation_steps"] == 3 and cfg["train_micro_batch_size_per_gpu"] == 4
-    assert cfg["optimizer"]["params"] == {"lr": 3e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1,
-                                          "torch_adam": True}  # fmt: skip
-    cfg = deepspeed_config(EngineConfig(zero_stage=3, precision="bf16", offload_optimizer=True, grad_clip=0.5),
-                           OptimConfig(), micro_batch_size=1, grad_accum_steps=1, trainable_numel=10**12)  # fmt: skip
+    assert cfg["optimizer"]["params"] == {
+        "lr": 3e-3,
+        "betas": [0.9, 0.95],
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+        "torch_adam": True,
+    }
+    cfg = deepspeed_config(
+        EngineConfig(zero_stage=3, precision="bf16", offload_optimizer=True, grad_clip=0.5),
+        OptimConfig(),
+        micro_batch_size=1,
+        grad_accum_steps=1,
+        trainable_numel=10**12,
+    )
     assert cfg["gradient_clipping"] == 0.5 and cfg["bf16"] == {"enabled": True}
-    assert cfg["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 500_000_000, "offload_optimizer": {"device": "cpu"}}
+    assert cfg["zero_optimization"] == {
+        "stage": 3,
+        "reduce_bucket_size": 500_000_000,
+        "offload_optimizer": {"device": "cpu"},
+    }

@@ -22,8 +22,13 @@ ARGS = ["--backend", "deepspeed", "--zero-stage", "2", "--steps", str(STEPS), "-
 
 
 def start(out: Path, env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WORKER), "--out", str(out), *ARGS, *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "--out", str(out), *ARGS, *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> None:

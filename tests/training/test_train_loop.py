@@ -14,11 +14,26 @@ TOKENS = markov_tokens(4000)
 
 
 def setup(backend="torch", zero_stage=0, **loop_kwargs):
-    loop = TrainLoopConfig(**{"max_steps": 6, "micro_batch_size": 4, "grad_accum_steps": 2, "seq_len": 16,
-                              "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 2, **loop_kwargs})  # fmt: skip
-    engine = build_engine(toy_model(seed=0), EngineConfig(backend=backend, zero_stage=zero_stage),
-                          OptimConfig(lr=1e-2, warmup_steps=3), total_steps=loop.max_steps,
-                          grad_accum_steps=loop.grad_accum_steps, micro_batch_size=loop.micro_batch_size)  # fmt: skip
+    loop = TrainLoopConfig(
+        **{
+            "max_steps": 6,
+            "micro_batch_size": 4,
+            "grad_accum_steps": 2,
+            "seq_len": 16,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "keep_checkpoints": 2,
+            **loop_kwargs,
+        }
+    )
+    engine = build_engine(
+        toy_model(seed=0),
+        EngineConfig(backend=backend, zero_stage=zero_stage),
+        OptimConfig(lr=1e-2, warmup_steps=3),
+        total_steps=loop.max_steps,
+        grad_accum_steps=loop.grad_accum_steps,
+        micro_batch_size=loop.micro_batch_size,
+    )
     batches = TokenBatches(TOKENS, loop.seq_len, loop.micro_batch_size, loop.seed)
     return engine, batches, loop
 
@@ -39,9 +54,15 @@ def test_logs_checkpoints_and_hooks_follow_the_config(tmp_path):
         micro_stats.append(stats)
         return loss, stats
 
-    result = train(engine, batches, recording_loss, loop, checkpoint_dir=tmp_path,
-                   on_log=lambda step, m: logs.append((step, m)),
-                   after_step=lambda module, stats: hook_calls.append((module, stats)))  # fmt: skip
+    result = train(
+        engine,
+        batches,
+        recording_loss,
+        loop,
+        checkpoint_dir=tmp_path,
+        on_log=lambda step, m: logs.append((step, m)),
+        after_step=lambda module, stats: hook_calls.append((module, stats)),
+    )
 
     assert [step for step, _ in logs] == [2, 4, 5]
     assert set(logs[0][1]) == {"loss", "accuracy", "grad_norm", "lr", "tokens_per_s", "tokens"}

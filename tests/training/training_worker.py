@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -43,9 +44,15 @@ def main(argv: list[str]) -> None:
         random.seed(0)
         np.random.seed(0)
         loop = TrainLoopConfig(
-            max_steps=args.steps, micro_batch_size=args.micro_batch, grad_accum_steps=args.grad_accum, seq_len=16,
-            log_every=1, checkpoint_every=args.checkpoint_every, keep_checkpoints=2, seed=0,
-        )  # fmt: skip
+            max_steps=args.steps,
+            micro_batch_size=args.micro_batch,
+            grad_accum_steps=args.grad_accum,
+            seq_len=16,
+            log_every=1,
+            checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=2,
+            seed=0,
+        )
         engine = build_engine(
             toy_model(seed=0, dropout=args.dropout),
             EngineConfig(backend=backend, zero_stage=args.zero_stage if backend == "deepspeed" else 0),
@@ -54,15 +61,19 @@ def main(argv: list[str]) -> None:
             grad_accum_steps=loop.grad_accum_steps,
             micro_batch_size=loop.micro_batch_size,
         )
-        batches = TokenBatches(tokens, loop.seq_len, loop.micro_batch_size, loop.seed,
-                               rank=engine.rank, world_size=engine.world_size)
+        batches = TokenBatches(
+            tokens, loop.seq_len, loop.micro_batch_size, loop.seed, rank=engine.rank, world_size=engine.world_size
+        )
         losses: dict[int, float] = {}
         result = train(
-            engine, batches, lm_loss, loop,
+            engine,
+            batches,
+            lm_loss,
+            loop,
             checkpoint_dir=args.out / backend,
-            on_log=lambda step, metrics: losses.__setitem__(step, metrics["loss"]),
+            on_log=lambda step, metrics, losses=losses: losses.__setitem__(step, metrics["loss"]),
             after_step=(lambda module, stats: time.sleep(args.sleep)) if args.sleep else None,
-        )  # fmt: skip
+        )
         if engine.is_main:
             report = {"losses": losses, "resumed_from": result.resumed_from, "world_size": engine.world_size}
             (args.out / f"{backend}.json").write_text(json.dumps(report))
@@ -70,3 +81,9 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def fail(argv: list[str]) -> None:
+    """A worker that fails on rank 1 only: the launch as a whole must fail."""
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("rank 1 fails on purpose")
