@@ -32,11 +32,15 @@ class EnvironmentsConfig:
 @config
 class CurateConfig:
     # Real local text for the pre-training mix: the Python standard library's sources and docstrings.
-    stdlib_max_files: int = 150
+    stdlib_max_files: int = 100
     min_doc_chars: int = 32
     max_doc_chars: int = 16384
     # Environment text (rendered prompt + reference responses) added to the pre-training mix.
     env_pretrain_prompts_per_family: int = 2000
+    # Mixture weight of the environment pages in the token stream (each page appears this many times, in
+    # different positions): the tiny model needs many passes over the task formats to condition on them,
+    # as the paper's CoT "pre-activation" mid-training does at scale.
+    env_upsample: int = 4
     # Near-duplicate detection: MinHash over character shingles, LSH banding.
     shingle_chars: int = 5
     minhash_permutations: int = 64
@@ -59,5 +63,7 @@ class CurateConfig:
             raise ConfigError("curate.min_doc_chars must be below curate.max_doc_chars")
         if not 0.0 < self.heldout_fraction < 0.5:
             raise ConfigError("curate.heldout_fraction must lie in (0, 0.5)")
+        if self.env_upsample < 1:
+            raise ConfigError("curate.env_upsample must be >= 1")
         if self.vocab_size < 260:
             raise ConfigError("curate.vocab_size must exceed the 256 byte symbols plus special tokens")

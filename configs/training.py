@@ -44,13 +44,12 @@ class OptimConfig:
 
 @config
 class TrainLoopConfig:
-    max_steps: int = 600
-    micro_batch_size: int = 16
+    max_steps: int = 400
+    micro_batch_size: int = 32
     grad_accum_steps: int = 1
-    seq_len: int = 256
+    seq_len: int = 128
     log_every: int = 10
-    eval_every: int = 200
-    checkpoint_every: int = 50
+    checkpoint_every: int = 25
     keep_checkpoints: int = 4
     seed: int = 0
 

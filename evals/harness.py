@@ -33,7 +33,7 @@ def score_rollouts(envs: Mapping[str, Any], rollouts: Sequence[Rollout]) -> pd.D
 def summarise(scored: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
     def row(family: str, g: pd.DataFrame) -> dict[str, Any]:
         correct = g.loc[g["correct"], "tokens"]
-        return {"checkpoint": checkpoint, "family": family, "n": int(len(g)), "accuracy": float(g["correct"].mean()),
+        return {"checkpoint": checkpoint, "family": family, "n": len(g), "accuracy": float(g["correct"].mean()),
                 "format_rate": float(g["format_ok"].mean()), "mean_tokens": float(g["tokens"].mean()),
                 "mean_tokens_correct": float(correct.mean()) if len(correct) else math.nan}
 

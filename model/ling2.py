@@ -208,14 +208,18 @@ class Ling2ForCausalLM(nn.Module):
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, active per token). Total counts every stored parameter, MTP layers included; active counts the
     inference path of one token: embeddings, lm_head, every main layer with only A of its E routed experts,
-    no MTP layer (it is only trained, or used as a draft model)."""
+    no MTP layer (it is only trained, or used as a draft model).
+
+    Works for every architecture built from these blocks: an MTP layer is any module with an ``eh_proj``
+    (``MTPLayer`` here, ``HybridMTPLayer`` in the hybrid), a MoE layer any ``SparseMoeBlock`` outside them."""
     total = sum(p.numel() for p in model.parameters())
     inactive = 0
+    mtp_layers = [m for m in model.modules() if isinstance(m, MTPLayer) or hasattr(m, "eh_proj")]
+    inside_mtp = {id(sub) for layer in mtp_layers for sub in layer.modules()}
+    for layer in mtp_layers:
+        inactive += sum(p.numel() for p in layer.parameters())
     for module in model.modules():
-        if isinstance(module, MTPLayer):
-            inactive += sum(p.numel() for p in module.parameters())
-        elif isinstance(module, DecoderLayer) and isinstance(module.mlp, SparseMoeBlock):
-            per_expert = sum(p.numel() for p in module.mlp.experts[0].parameters())
-            unused = module.mlp.num_experts - module.mlp.gate.top_k
-            inactive += unused * per_expert
+        if isinstance(module, SparseMoeBlock) and id(module) not in inside_mtp:
+            per_expert = sum(p.numel() for p in module.experts[0].parameters())
+            inactive += (module.num_experts - module.gate.top_k) * per_expert
     return total, total - inactive

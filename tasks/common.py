@@ -51,10 +51,24 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def show_progress_logs() -> None:
+    """Stage progress lines on stderr (Flyte's local runner configures no handler for our loggers)."""
+    for name in ("tasks", "training", "lineage"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
 @contextlib.contextmanager
 def stage(name: str, cfg: PipelineConfig, parent_run_id: str | None) -> Iterator[Any]:
     """The nested MLflow run of stage ``name`` with config params and manifest already logged."""
     from lineage.runs import stage_run
+
+    show_progress_logs()
 
     if not is_main_process():
         yield _WorkerRun()

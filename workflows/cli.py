@@ -54,7 +54,9 @@ def report_local_run(started: float, experiment: str, configured_uri: str | None
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     ran = {c.data.tags.get("ling26.stage"): c for c in children}
     print(f"\nMLflow parent run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
-    for name in ("curate",):
+    from workflows.pipeline import STAGES
+
+    for name in STAGES:
         if name in ran:
             print(f"  {name:10s} ran       -> nested run {ran[name].info.run_id}")
         else:

@@ -9,13 +9,18 @@ from flytekit import workflow
 
 from tasks.curate.task import curate
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run, resolve_config
+from tasks.pretrain.task import pretrain
+
+STAGES = ("curate", "pretrain")
 
 
 @workflow
 def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_documents: str = "") -> str:
-    """data curation -> (base model, migration, post-training, RL, distillation, evaluation, publishing
-    join as they land). Returns the run summary JSON."""
+    """data curation -> base model (then migration, post-training, RL, distillation, evaluation and
+    publishing, as they land). Returns the run summary JSON."""
     config_json = resolve_config(profile=profile, overrides=overrides)
     run_id = open_pipeline_run(config_json=config_json)
     curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
-    return close_pipeline_run(config_json=config_json, parent_run_id=run_id, stage_reports=[curated.report_json])
+    base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.curated)
+    return close_pipeline_run(config_json=config_json, parent_run_id=run_id,
+                              stage_reports=[curated.report_json, base.report_json])

@@ -27,9 +27,7 @@ def generate_tasks(envs: Mapping[str, Any], cfg: EnvironmentsConfig, *, split: s
     levels = list(range(cfg.min_difficulty, cfg.max_difficulty + 1))
     tasks: list[Any] = []
     for family in cfg.families:
-        env = envs[family]
-
-        def draw(level: int, n: int) -> list[Any]:
+        def draw(level: int, n: int, env: Any = envs[family], family: str = family) -> list[Any]:
             return env.generate(n, seed=stable_seed(seed, split, family, level), difficulty=level,
                                 allow_fewer=True) if n else []
 

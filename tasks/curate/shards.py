@@ -35,7 +35,7 @@ def write_shards(tokens: np.ndarray, out_dir: Path, *, split: str, shard_tokens:
             break
         path = out_dir / f"{split}-{i:05d}.bin"
         chunk.astype(TOKEN_DTYPE).tofile(path)
-        entries.append({"file": path.name, "split": split, "n_tokens": int(len(chunk)), "sha256": sha256_file(path)})
+        entries.append({"file": path.name, "split": split, "n_tokens": len(chunk), "sha256": sha256_file(path)})
     return entries
 
 

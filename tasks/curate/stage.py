@@ -97,6 +97,21 @@ def _assign_split(docs: pd.DataFrame, *, fraction: float, seed: int) -> pd.DataF
     return PretrainDocument.validate(docs[["doc_id", "source", "text", "n_chars", "split"]].reset_index(drop=True))
 
 
+def mixture_copies(docs: pd.DataFrame, env_upsample: int) -> pd.Series:
+    """How many times each training document enters the token stream.
+
+    Free text once. Environment example pages ``env_upsample`` times on average, balanced so that every family
+    contributes about the same number of characters: terse families (arithmetic) would otherwise be a
+    sliver of the stream next to verbose tool-call transcripts, and the tiny model would barely see them.
+    """
+    is_env = docs["doc_id"].str.startswith("env:")  # example pages; the search corpus is free text here
+    family_chars = docs[is_env].groupby("source")["n_chars"].sum()
+    if family_chars.empty:
+        return pd.Series(1, index=docs.index)
+    weight = (env_upsample * family_chars.mean() / family_chars).clip(lower=1, upper=4 * env_upsample)
+    return docs["source"].map(weight.round().astype(int)).where(is_env, 1).astype(int)
+
+
 def run_curation(
     cfg: PipelineConfig,
     out_dir: Path,
@@ -163,8 +178,11 @@ def run_curation(
     eos_id = tokenizer.token_to_id(EOS)
 
     progress("writing token shards")
-    order = train_docs["doc_id"].map(lambda d: stable_seed(cfg.seed, "order", d)).sort_values(kind="stable").index
-    shard_entries = write_shards(tokenize_documents(tokenizer, train_docs.loc[order, "text"].tolist(), eos_id),
+    copies = mixture_copies(train_docs, cur.env_upsample)
+    stream = [(stable_seed(cfg.seed, "order", doc_id, k), text)
+              for doc_id, text, n in zip(train_docs["doc_id"], train_docs["text"], copies, strict=True) for k in range(n)]
+    stream.sort(key=lambda item: item[0])
+    shard_entries = write_shards(tokenize_documents(tokenizer, [text for _, text in stream], eos_id),
                                  out_dir / "shards", split="train", shard_tokens=cur.shard_tokens)
     heldout_docs = docs[docs["split"] == "heldout"]
     shard_entries += write_shards(tokenize_documents(tokenizer, heldout_docs["text"].tolist(), eos_id),

@@ -9,7 +9,10 @@ from flytekit.types.directory import FlyteDirectory
 
 from tasks.common import stage_cache
 
-CurateOutputs = NamedTuple("CurateOutputs", [("curated", FlyteDirectory), ("report_json", str)])
+
+class CurateOutputs(NamedTuple):
+    curated: FlyteDirectory
+    report_json: str
 
 
 @task(cache=stage_cache(), enable_deck=True)

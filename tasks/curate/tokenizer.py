@@ -17,7 +17,7 @@ SPECIAL_TOKENS = (EOS, PAD)
 MARKUP_TOKENS = ("<call>", "</call>", "<result>", "</result>")
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> "tokenizers.Tokenizer":  # noqa: F821
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> tokenizers.Tokenizer:  # noqa: F821
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -37,7 +37,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> "tokenizers.Tok
     return tokenizer
 
 
-def save_tokenizer(tokenizer: "tokenizers.Tokenizer", out_dir: Path) -> Path:  # noqa: F821
+def save_tokenizer(tokenizer: tokenizers.Tokenizer, out_dir: Path) -> Path:  # noqa: F821
     """Write ``tokenizer.json`` plus the files ``PreTrainedTokenizerFast.from_pretrained`` expects."""
     import json
 
@@ -58,7 +58,7 @@ def save_tokenizer(tokenizer: "tokenizers.Tokenizer", out_dir: Path) -> Path:  #
     return out_dir
 
 
-def load_tokenizer(path: Path) -> "tokenizers.Tokenizer":  # noqa: F821
+def load_tokenizer(path: Path) -> tokenizers.Tokenizer:  # noqa: F821
     from tokenizers import Tokenizer
 
     file = path / "tokenizer.json" if path.is_dir() else path

@@ -28,11 +28,12 @@ OnLog = Callable[[int, Mapping[str, float]], None]
 
 
 def eval_tasks(curated: Path, per_family: int) -> list[Any]:
-    """The first ``per_family`` eval tasks of each family, rebuilt from ``eval.parquet``."""
+    """About ``per_family`` eval tasks of each family, spread over its difficulties, rebuilt from ``eval.parquet``."""
     from environments import Task
 
     frame = pd.read_parquet(curated / "eval.parquet")
-    frame = frame.groupby("family", sort=True).head(per_family)
+    levels = frame.groupby("family")["difficulty"].nunique().max()
+    frame = frame.groupby(["family", "difficulty"], sort=True).head(-(-per_family // levels))
     return [Task(task_id=r.prompt_id, family=r.family, difficulty=int(r.difficulty), prompt=r.prompt,
                  answer=r.answer, payload=r.payload) for r in frame.itertuples()]
 

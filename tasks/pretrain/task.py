@@ -15,7 +15,10 @@ from flytekit.types.directory import FlyteDirectory
 
 from tasks.common import stage_cache
 
-PretrainOutputs = NamedTuple("PretrainOutputs", [("base", FlyteDirectory), ("report_json", str)])
+
+class PretrainOutputs(NamedTuple):
+    base: FlyteDirectory
+    report_json: str
 
 
 def _task_config():

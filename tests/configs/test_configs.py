@@ -56,7 +56,7 @@ def test_wrong_type_is_named():
 
 
 def test_cross_field_validation():
-    with pytest.raises(ConfigError, match="must equal model.vocab_size"):
+    with pytest.raises(ConfigError, match=r"must equal model\.vocab_size"):
         resolve("tiny_cpu", "curate.vocab_size=2048")
     with pytest.raises(ConfigError, match="num_key_value_heads"):
         resolve("tiny_cpu", "model.num_key_value_heads=3")

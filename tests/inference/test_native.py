@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from configs.data import EnvironmentsConfig
 from configs.model import tiny_model
 from environments import all_environments
-from configs.data import EnvironmentsConfig
 from inference.native import NativeEngine
 from inference.rollout import rollout
 from inference.sampling import SamplingParams

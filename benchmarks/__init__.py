@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks; each prints JSON with the ratios it measured. Results: BENCHMARKS.md."""

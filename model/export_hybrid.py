@@ -1,0 +1,152 @@
+"""Checkpoints in the official Ling-2.5/2.6 Hugging Face layout (``BailingMoeV2_5ForCausalLM``):
+``export_hybrid_hf`` writes one, ``load_hybrid_hf`` reads one back.
+
+Same folder layout and conventions as ``model/export.py`` (whose helpers this reuses): ``config.json`` with the
+official keys plus ``layer_types``, ``model.safetensors`` with the official tensor names (vLLM's
+``bailing_moe_linear`` loader reads them unchanged), and the architecture source files for
+``trust_remote_code``. Not written: ``lightning_chunk_size`` (a kernel tuning knob, not an architecture key;
+``load_hybrid_hf`` takes it from ``base``, remote code uses 64).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from configs.base import ConfigError, from_dict, to_dict
+from configs.model import ModelConfig
+from model.export import (
+    FIXED_KEYS, HF_KEYS, INFO_KEYS, WEIGHTS_NAME, checkpoint_state_dict, layer_counts, read_state_dict,
+)  # fmt: skip
+from model.hybrid import HybridForCausalLM
+
+HYBRID_ARCHITECTURE_FILES = (
+    "configuration_bailing_moe_v2_5.py",
+    "modeling_bailing_moe_v2_5.py",
+    "hybrid.py",
+    "hybrid_cache.py",
+    "lightning_attention.py",
+    "mla.py",
+    "ling2.py",
+    "decoder.py",
+    "moe.py",
+    "attention.py",
+    "layers.py",
+)
+HYBRID_ARCHITECTURE = "BailingMoeV2_5ForCausalLM"
+HYBRID_MODEL_TYPE = "bailing_hybrid"
+HYBRID_AUTO_MAP = {
+    "AutoConfig": "configuration_bailing_moe_v2_5.BailingMoeV2_5Config",
+    "AutoModelForCausalLM": "modeling_bailing_moe_v2_5.BailingMoeV2_5ForCausalLM",
+}
+# ModelConfig fields that are BailingMoeV2_5Config keys: the Ling-2.0 ones plus the hybrid shapes.
+HYBRID_KEYS = (*HF_KEYS, "layer_group_size", "group_norm_size", "linear_silu", "q_lora_rank", "kv_lora_rank",
+               "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "rope_interleave")  # fmt: skip
+# Keys whose value this architecture fixes. The first group is written out (keys of the official 2.5 config);
+# the Ling-2.0 ones are only checked when a config.json carries them.
+WRITTEN_FIXED_KEYS: dict[str, Any] = {
+    "norm_topk_prob": True,
+    "rope_scaling": None,
+    "embedding_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "output_dropout": 0.0,
+    "scoring_func": "sigmoid",
+    "topk_method": "noaux_tc",
+}
+HYBRID_FIXED_KEYS: dict[str, Any] = {**FIXED_KEYS, **WRITTEN_FIXED_KEYS, "linear_rope": True}
+# Derived keys (checked against the shape keys) and keys without effect on the function.
+HYBRID_INFO_KEYS = INFO_KEYS | {"layer_types", "qk_head_dim", "seq_aux"}
+
+
+def hf_hybrid_config_dict(config, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """config.json content for a hybrid ``ModelConfig`` (or any config with the official attribute names)."""
+    data = {key: getattr(config, key) for key in HYBRID_KEYS}
+    data.update(WRITTEN_FIXED_KEYS)
+    data.update(
+        architectures=[HYBRID_ARCHITECTURE],
+        auto_map=HYBRID_AUTO_MAP,
+        model_type=HYBRID_MODEL_TYPE,
+        torch_dtype=str(dtype).removeprefix("torch."),
+        use_cache=True,
+        layer_types=list(config.layer_types),
+        qk_head_dim=config.qk_nope_head_dim + config.qk_rope_head_dim,
+    )
+    return data
+
+
+def model_config_from_hybrid_hf(data: Mapping[str, Any], base: ModelConfig | None = None) -> ModelConfig:
+    """A ``ModelConfig`` from hybrid config.json content: architecture keys from ``data`` (official defaults
+    where absent), training knobs and ``lightning_chunk_size`` from ``base``. Unknown keys, unsupported values
+    and derived keys that contradict the shape keys fail by name."""
+    from model.configuration_bailing_moe_v2_5 import BailingMoeV2_5Config
+
+    unknown = sorted(set(data) - set(HYBRID_KEYS) - set(HYBRID_FIXED_KEYS) - HYBRID_INFO_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]} in a Ling-2.5 config.json (known: {', '.join(HYBRID_KEYS)})")
+    for key, expected in HYBRID_FIXED_KEYS.items():
+        if key in data and data[key] != expected:
+            raise ConfigError(f"config.json: {key}={data[key]!r} is not supported (only {expected!r})")
+    if HYBRID_ARCHITECTURE not in data.get("architectures", [HYBRID_ARCHITECTURE]):
+        raise ConfigError(f"config.json: architectures {data['architectures']} do not include {HYBRID_ARCHITECTURE}")
+    rope = data.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ConfigError(f"config.json: rope_parameters {rope} is not plain RoPE")
+    defaults = BailingMoeV2_5Config()
+    values = {key: data.get(key, rope.get(key, getattr(defaults, key))) for key in HYBRID_KEYS}
+    config = from_dict(ModelConfig, {**to_dict(base or ModelConfig()), **values})
+    qk_head_dim = data.get("qk_head_dim")
+    if qk_head_dim is not None and qk_head_dim != config.qk_nope_head_dim + config.qk_rope_head_dim:
+        raise ConfigError(f"config.json: qk_head_dim={qk_head_dim} is not qk_nope_head_dim + qk_rope_head_dim")
+    return config
+
+
+def export_hybrid_hf(model: nn.Module, out_dir: str | Path, include_mtp: bool = False) -> Path:
+    """Write ``model`` (``HybridForCausalLM`` or ``BailingMoeV2_5ForCausalLM``) as a checkpoint folder.
+
+    ``include_mtp`` keeps the MTP layers (``model.layers.{L + k}``, where vLLM's and SGLang's MTP loaders read
+    them) for a lossless round trip; as in ``export_hf`` the default leaves them out.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(checkpoint_state_dict(model, include_mtp), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    config = hf_hybrid_config_dict(model.config, dtype=model.lm_head.weight.dtype)
+    if not include_mtp:
+        config["num_nextn_predict_layers"] = 0
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    source_dir = Path(__file__).parent
+    for name in HYBRID_ARCHITECTURE_FILES:
+        shutil.copyfile(source_dir / name, out / name)
+    return out
+
+
+def load_hybrid_hf(folder: str | Path, base: ModelConfig | None = None) -> HybridForCausalLM:
+    """Load a Ling-2.5/2.6 checkpoint folder into ``HybridForCausalLM`` (tensors keep their stored dtype).
+
+    ``base`` supplies what config.json does not carry (training knobs, ``lightning_chunk_size``)."""
+    folder = Path(folder)
+    data = json.loads((folder / "config.json").read_text())
+    config = model_config_from_hybrid_hf(data, base)
+    state = read_state_dict(folder)
+    main, mtp = layer_counts(state, config)
+    config = dataclasses.replace(config, num_hidden_layers=main, num_nextn_predict_layers=mtp)
+    if "layer_types" in data and list(data["layer_types"])[:main] != list(config.layer_types):
+        raise ConfigError(
+            f"config.json: layer_types {data['layer_types']} do not follow the official rule for "
+            f"layer_group_size={config.layer_group_size}: {list(config.layer_types)}"
+        )
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.word_embeddings.weight"]
+    with torch.device("meta"):
+        model = HybridForCausalLM(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.word_embeddings.weight
+    return model

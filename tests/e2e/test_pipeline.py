@@ -1,0 +1,101 @@
+"""The tiny workflow end to end through Flyte's local execution, twice: the second run is served from
+Flyte's cache. Small overrides keep it to a minute or two on 2 cores; a fresh seed per test session keeps
+the first run from hitting a cache entry left by an earlier session."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lineage.paths import state_dir, tracking_uri
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = random.SystemRandom().randrange(10**6, 10**9)
+OVERRIDES = {
+    "seed": SEED,
+    "lineage.dvc": False,
+    "environments.sft_prompts_per_family": 24,
+    "environments.rl_prompts_per_family": 8,
+    "environments.eval_prompts_per_family": 10,
+    "environments.max_difficulty": 2,
+    "curate.stdlib_max_files": 10,
+    "curate.env_pretrain_prompts_per_family": 40,
+    "curate.vocab_size": 512,
+    "model.vocab_size": 512,
+    "pretrain.loop.max_steps": 6,
+    "pretrain.loop.checkpoint_every": 3,
+    "pretrain.loop.micro_batch_size": 4,
+    "pretrain.loop.seq_len": 64,
+    "pretrain.eval.prompts_per_family": 2,
+    "pretrain.eval.max_new_tokens": 24,
+    "pretrain.eval.heldout_windows": 8,
+}
+
+
+def run_pipeline() -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("pyflyte")), "--config", str(ROOT / "flyte.config"), "run",
+           "--raw-output-data-prefix", str(state_dir() / "flyte-raw"), "workflows/pipeline.py", "ling26_pipeline",
+           "--profile", "tiny_cpu", "--overrides", json.dumps(OVERRIDES)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LING26_PROGRESS": "0"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    first = run_pipeline()
+    assert first.returncode == 0, first.stderr[-6000:]
+    second = run_pipeline()
+    assert second.returncode == 0, second.stderr[-6000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("ling26-pipeline")
+    parents = client.search_runs([exp.experiment_id], f"tags.`ling26.pipeline` = 'parent' and params.seed = '{SEED}'",
+                                 order_by=["attributes.start_time ASC"])
+    assert len(parents) == 2
+    return client, exp, parents, first, second
+
+
+def children(client, exp, parent):
+    runs = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return {r.data.tags["ling26.stage"]: r for r in runs}
+
+
+@pytest.mark.e2e
+def test_first_run_nests_every_stage_with_lineage(two_runs):
+    client, exp, parents, _, _ = two_runs
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    stages = children(client, exp, parent)
+    assert set(stages) == {"curate", "pretrain"}
+    for name, run in stages.items():
+        assert run.info.status == "FINISHED", name
+        manifest = json.loads(Path(client.download_artifacts(run.info.run_id, "manifest.json")).read_text())
+        for key in ("packages", "git_sha", "git_dirty", "seed", "device", "flyte_execution_id", "config_hash"):
+            assert key in manifest, (name, key)
+        assert manifest["seed"] == SEED
+        assert run.data.params["seed"] == str(SEED)
+        assert run.inputs.dataset_inputs, f"{name} logged no dataset inputs"
+        assert all(d.dataset.digest for d in run.inputs.dataset_inputs)
+    curate = stages["curate"]
+    report = json.loads(Path(client.download_artifacts(curate.info.run_id, "contract_report.json")).read_text())
+    for table in report["tables"].values():
+        assert table["rows_in"] == table["rows_kept"] + table["rows_quarantined"]
+    artifacts = {a.path for a in client.list_artifacts(curate.info.run_id, "plots")}
+    assert "plots/quarantine_by_rule.png" in artifacts
+    pretrain = stages["pretrain"]
+    assert pretrain.data.metrics["heldout_loss"] > 0
+    assert {m.step for m in client.get_metric_history(pretrain.info.run_id, "loss")}, "no per-step loss"
+
+
+@pytest.mark.e2e
+def test_second_run_is_served_from_flyte_cache(two_runs):
+    client, exp, parents, _, _ = two_runs
+    assert parents[1].info.status == "FINISHED"
+    # A cached stage does not execute, so it opens no nested run under the second parent.
+    assert children(client, exp, parents[1]) == {}
