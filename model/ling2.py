@@ -135,7 +135,7 @@ def causal_lm_forward(
     use_cache: bool = False,
     position_ids: torch.Tensor | None = None,
 ) -> Ling2Output:
-    """The forward shared by ``Ling2ForCausalLM`` and the Hugging Face ``BailingMoeV2ForCausalLM``."""
+    """The forward shared by ``Ling2ForCausalLM``, ``hybrid.HybridForCausalLM`` and their Hugging Face wrappers."""
     with_mtp = labels is not None and config.num_nextn_predict_layers > 0
     out = backbone(input_ids, attention_mask, position_ids, past_key_values, use_cache, with_mtp)
     logits_BTV = lm_head(out.hidden_BTD).float()

@@ -15,6 +15,7 @@ TABLE_FILES = {
     "sft": "sft.parquet",
     "candidates": "candidates.parquet",
     "rl_prompts": "rl_prompts.parquet",
+    "sft_prompts": "sft_prompts.parquet",
     "eval": "eval.parquet",
     "quarantine": "quarantine.parquet",
 }

@@ -6,7 +6,7 @@ Outputs (all under ``out_dir``):
   pretrain_documents.parquet      the kept pre-training documents with their split
   sft.parquet                     one verified full-length response per prompt
   candidates.parquet              several verified responses per SFT prompt (shortest-correct / preferences)
-  rl_prompts.parquet, eval.parquet  environment tasks with verifier payloads
+  rl_prompts.parquet, eval.parquet, sft_prompts.parquet  environment tasks with verifier payloads
   quarantine.parquet              every rejected row with its rule
   contract_report.json            rows in / kept / quarantined per table and rule, GX suite results
 """
@@ -227,6 +227,7 @@ def run_curation(
     sft.to_parquet(out_dir / "sft.parquet", index=False)
     candidates.to_parquet(out_dir / "candidates.parquet", index=False)
     kept["rl"].to_parquet(out_dir / "rl_prompts.parquet", index=False)
+    kept["sft"].to_parquet(out_dir / "sft_prompts.parquet", index=False)
     eval_df.to_parquet(out_dir / "eval.parquet", index=False)
     ledger.frame().to_parquet(out_dir / "quarantine.parquet", index=False)
     write_json(out_dir / "config.json", to_dict(cfg))

@@ -119,6 +119,8 @@ def test_hf_wrapper_shares_weights_names_and_generation(cfg, model, tokens, tmp_
 REMOTE_CODE_SCRIPT = textwrap.dedent(
     """
     import importlib.util, sys, torch
+    # An editable install of this repository would make it importable from anywhere; hide it.
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
     from transformers import AutoModelForCausalLM
     assert importlib.util.find_spec("model") is None and importlib.util.find_spec("configs") is None
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()

@@ -50,19 +50,29 @@ def test_default_export_is_the_official_layout(cfg, hybrid, tmp_path):
     assert config["architectures"] == ["BailingMoeV2_5ForCausalLM"] and config["model_type"] == "bailing_hybrid"
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_bailing_moe_v2_5.BailingMoeV2_5ForCausalLM"
     assert config["layer_types"] == list(cfg.layer_types) == ["linear_attention"] * 3 + ["full_attention"]
-    for key in ("layer_group_size", "group_norm_size", "linear_silu", "q_lora_rank", "kv_lora_rank",
-                "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "rope_interleave", "partial_rotary_factor"):
-        assert config[key] == getattr(cfg, key), key  # fmt: skip
+    for key in (
+        "layer_group_size",
+        "group_norm_size",
+        "linear_silu",
+        "q_lora_rank",
+        "kv_lora_rank",
+        "qk_rope_head_dim",
+        "qk_nope_head_dim",
+        "v_head_dim",
+        "rope_interleave",
+        "partial_rotary_factor",
+    ):
+        assert config[key] == getattr(cfg, key), key
     assert config["num_nextn_predict_layers"] == 0 and config["qk_head_dim"] == 32
     assert {p.name for p in tmp_path.glob("*.py")} == set(HYBRID_ARCHITECTURE_FILES)
 
     state = load_file(str(tmp_path / "model.safetensors"))
     assert not any(name.startswith(f"model.layers.{cfg.num_hidden_layers}.") for name in state)
-    lightning = [f"model.layers.0.attention.{n}.weight" for n in
-                 ("query_key_value", "query_layernorm", "key_layernorm", "g_proj", "g_norm", "dense")]  # fmt: skip
-    mla = [f"model.layers.3.attention.{n}.weight" for n in
-           ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "dense")]  # fmt: skip
-    for name in lightning + mla + ["model.layers.3.mlp.gate.expert_bias", "model.word_embeddings.weight"]:
+    lightning = ("query_key_value", "query_layernorm", "key_layernorm", "g_proj", "g_norm", "dense")
+    mla = ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "dense")
+    names = [f"model.layers.0.attention.{n}.weight" for n in lightning]
+    names += [f"model.layers.3.attention.{n}.weight" for n in mla]
+    for name in [*names, "model.layers.3.mlp.gate.expert_bias", "model.word_embeddings.weight"]:
         assert name in state, name
     assert state["model.layers.0.attention.query_key_value.weight"].shape == (3 * 4 * 32, 128)
     # Decays and rotary frequencies are recomputed, never stored.

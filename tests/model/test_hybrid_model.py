@@ -7,9 +7,7 @@ import torch
 
 from inference.native import NativeEngine
 from inference.sampling import SamplingParams
-from model.hybrid import (
-    HybridForCausalLM, HybridMTPLayer, model_log_decays, set_decay_rule, set_lightning_backend,
-)  # fmt: skip
+from model.hybrid import HybridForCausalLM, HybridMTPLayer, model_log_decays, set_decay_rule, set_lightning_backend
 from model.hybrid_cache import HybridCache, cache_bytes_per_token
 from model.lightning_attention import LightningAttention
 from model.ling2 import count_parameters
@@ -45,7 +43,9 @@ def test_layer_types_are_data_and_follow_the_official_rule(make_hybrid, layers, 
     assert kinds == expected
     for layer, kind in zip(model.model.layers, kinds, strict=False):
         assert isinstance(layer.attention, MultiLatentAttention if kind == "F" else LightningAttention)
-    assert all(isinstance(m.attention, MultiLatentAttention) for m in model.model.layers if isinstance(m, HybridMTPLayer))
+    assert all(
+        isinstance(m.attention, MultiLatentAttention) for m in model.model.layers if isinstance(m, HybridMTPLayer)
+    )
 
 
 def test_cached_decode_equals_full_forward(cfg, hybrid):
@@ -95,7 +95,9 @@ def test_decay_rules_differ_measurably_and_switch_back_exactly(cfg, hybrid):
     assert sorted(official) == [i for i, t in enumerate(cfg.layer_types) if t == "linear_attention"]
     # vLLM's factor is smaller by 1/(L-1): every head decays more slowly there.
     for layer_idx in official:
-        torch.testing.assert_close(official[layer_idx] - vllm[layer_idx], official[layer_idx] / (1 + 1e-5 - (layer_idx - 1) / 3) / 3)
+        torch.testing.assert_close(
+            official[layer_idx] - vllm[layer_idx], official[layer_idx] / (1 + 1e-5 - (layer_idx - 1) / 3) / 3
+        )
     tokens = ids(cfg, 2, 24)
     with torch.no_grad():
         ref = hybrid(tokens).logits

@@ -1,0 +1,41 @@
+"""``python -m tasks.post_train``: the DVC entry point (``dvc repro post_train``) and a way to run the stage alone.
+
+Reads ``data/curate`` and ``data/pretrain``, writes ``data/post_train``, logs a top-level MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tasks.cli_common import add_config_arguments, config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.post_train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = config_from_args(args)
+
+    from lineage.paths import stage_dir
+    from tasks.common import output_dir, stage
+    from tasks.post_train.report import record_post_train
+    from tasks.post_train.stage import run_post_train
+
+    curated, base, out_dir = stage_dir("curate"), stage_dir("pretrain"), output_dir("post_train")
+    history: dict[str, list] = {}
+    with stage("post_train", cfg, parent_run_id=None) as run:
+        def on_log(phase, step, metrics):
+            history.setdefault(phase, []).append((step, dict(metrics)))
+
+        metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
+        record_post_train(run, metrics, curated, base, out_dir, history)
+    print(f"post_train: wrote {out_dir}; MLflow run {run.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Pieces the three post-training phases share: token log-probs of responses, right-padded batches of
+(prompt, response) rows, per-phase engines, and evaluation of the current policy.
+
+Shape legend: B rows, T time, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from configs import PipelineConfig
+from configs.training import OptimConfig
+
+
+def response_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                   masks: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids [B, T]``, ``attention [B, T]`` and ``target_mask [B, T-1]``: target position
+    t (predicting token t+1) counts iff token t+1 is a model-written response token."""
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+    ids_BT = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn_BT = torch.zeros((len(prompts), width), dtype=torch.long)
+    target_BT = torch.zeros((len(prompts), width - 1), dtype=torch.long)
+    for b, (p, r, m) in enumerate(zip(prompts, responses, masks, strict=True)):
+        ids_BT[b, : len(p) + len(r)] = torch.tensor([*p, *r])
+        attn_BT[b, : len(p) + len(r)] = 1
+        target_BT[b, len(p) - 1 : len(p) - 1 + len(r)] = torch.tensor(list(m))
+    return ids_BT, attn_BT, target_BT
+
+
+def token_logps(model, ids_BT: torch.Tensor, attn_BT: torch.Tensor) -> torch.Tensor:
+    """log π(token_{t+1} | prefix) for t = 0..T-2, fp32 [B, T-1]."""
+    logits_BTV = model(ids_BT, attention_mask=attn_BT).logits[:, :-1].float()
+    return torch.gather(F.log_softmax(logits_BTV, dim=-1), 2, ids_BT[:, 1:, None])[..., 0]
+
+
+def phase_engine(model, cfg: PipelineConfig, *, lr: float, steps: int):
+    """A fresh optimizer for one phase (constant LR after a short warmup), same backend as configured."""
+    from training.engine import build_engine
+
+    optim = dataclasses.replace(OptimConfig(), lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.0)
+    return build_engine(model, cfg.post_train.engine, optim, total_steps=steps)
+
+
+def evaluate(model, tokenizer, envs: Mapping[str, Any], tasks: Sequence[Any], cfg: PipelineConfig,
+             checkpoint: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from evals.harness import evaluate_policy
+    from inference.native import NativeEngine
+    from inference.sampling import SamplingParams
+    from tasks.curate.tokenizer import EOS, PAD
+
+    engine = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
+    ev = cfg.post_train.eval
+    return evaluate_policy(engine, envs, tasks, checkpoint=checkpoint,
+                           params=SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens),
+                           max_turns=ev.max_tool_turns)
+
+
+def eval_metrics(summary: pd.DataFrame, prefix: str) -> dict[str, float]:
+    out = {}
+    for row in summary.itertuples():
+        out[f"{prefix}.{row.family}.accuracy"] = float(row.accuracy)
+        out[f"{prefix}.{row.family}.mean_tokens"] = float(row.mean_tokens)
+        if row.mean_tokens_correct == row.mean_tokens_correct:
+            out[f"{prefix}.{row.family}.mean_tokens_correct"] = float(row.mean_tokens_correct)
+    return out

@@ -1,0 +1,210 @@
+"""The three post-training phases of the instant "Ling" model (METHODS §5-6), each a function that
+updates the model in place and reports per-step metrics through ``on_log``:
+
+1. ``sft_phase``: SFT on shortest-correct responses (selection + pruning of verified candidates);
+2. ``rl_phase``: synchronous on-policy RL with Evo-CoT rewards and the LPO loss (GRPO / GSPO selectable);
+3. ``preference_phase``: bidirectional preference alignment (offset DPO) on verified on-policy pairs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+
+from configs import PipelineConfig
+from tasks.post_train.common import phase_engine, response_batch, token_logps
+
+OnLog = Callable[[str, int, Mapping[str, float]], None]
+
+
+def sft_rows(candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any], tasks_by_id: Mapping[str, Any],
+             mode: str) -> tuple[list[dict[str, str]], dict[str, float]]:
+    """(prompt, response) rows: the plain full-length SFT table, or shortest-correct selection + pruning."""
+    if mode == "full":
+        rows = [{"prompt": r.prompt, "response": r.response} for r in sft.itertuples()]
+        return rows, {"mean_response_chars": float(sft["response"].str.len().mean())}
+    from training.objectives import select_shortest_correct
+
+    # Curation verified every candidate already; only pruned variants need the verifier (and the sandbox).
+    known = {(r.prompt_id, r.response): bool(r.correct) for r in candidates.itertuples()}
+
+    def verify(prompt_id: str, text: str) -> bool:
+        if (prompt_id, text) not in known:
+            task = tasks_by_id[prompt_id]
+            known[prompt_id, text] = envs[task.family].verify(task, text).correct
+        return known[prompt_id, text]
+
+    selected, stats = select_shortest_correct(
+        ({"prompt_id": r.prompt_id, "text": r.response} for r in candidates.itertuples()), verify)
+    prompts = dict(zip(candidates["prompt_id"], candidates["prompt"], strict=False))
+    rows = [{"prompt": prompts[s["prompt_id"]], "response": s["text"]} for s in selected]
+    stats = {k: float(v) for k, v in stats.items()}
+    stats["mean_response_chars"] = sum(len(r["response"]) for r in rows) / max(1, len(rows))
+    stats["full_mean_response_chars"] = float(sft["response"].str.len().mean())
+    return rows, stats
+
+
+def sft_phase(model, tokenizer, rows: Sequence[Mapping[str, str]], cfg: PipelineConfig, on_log: OnLog) -> dict[str, float]:
+    from tasks.curate.tokenizer import EOS, PAD
+    from training.objectives import pack_examples, sft_loss
+
+    p = cfg.post_train.sft
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+    ids_NT, mask_NT = pack_examples([encode(r["prompt"]) for r in rows], [encode(r["response"]) for r in rows],
+                                    p.seq_len, tokenizer.token_to_id(PAD), tokenizer.token_to_id(EOS))
+    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    last: dict[str, float] = {}
+    for step in range(1, p.steps + 1):
+        pick = torch.randint(0, ids_NT.shape[0], (p.batch_size,), generator=gen)
+        out = engine(ids_NT[pick])
+        loss, stats = sft_loss(out.logits, ids_NT[pick], mask_NT[pick])
+        engine.backward(loss)
+        result = engine.step()
+        last = {"loss": float(loss.detach()), "token_accuracy": float(stats["accuracy"]), "grad_norm": float(result.grad_norm)}
+        if step % 10 == 0 or step == p.steps:
+            on_log("sft", step, last)
+    return {"packed_rows": float(ids_NT.shape[0]), **last}
+
+
+def _sample_groups(model, tokenizer, envs, tasks: Sequence[Any], *, samples: int, temperature: float,
+                   max_new_tokens: int, seed: int, max_turns: int) -> list[Any]:
+    from inference.native import NativeEngine
+    from inference.rollout import rollout
+    from inference.sampling import SamplingParams
+    from tasks.curate.tokenizer import EOS, PAD
+
+    engine = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
+    grouped = [t for t in tasks for _ in range(samples)]
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    return rollout(engine, envs, grouped, params, max_turns=max_turns)
+
+
+def rl_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, on_log: OnLog) -> dict[str, float]:
+    """Each step: G rollouts per prompt, verified and rewarded (Evo-CoT), group-normalised advantages,
+    then ``updates_per_batch`` policy-loss updates on the batch (the first is on-policy, ratio 1; later
+    ones are off by one update, which is where the per-level clipping acts)."""
+    from tasks.curate.tokenizer import PAD
+    from training.objectives import (
+        EvoCoTConfig,
+        PolicyLossConfig,
+        ScoredResponse,
+        evo_cot_rewards,
+        group_advantages,
+        policy_loss,
+    )
+
+    p = cfg.post_train.rl
+    reward_cfg = EvoCoTConfig(format_penalty=p.format_penalty, redundancy_coef=p.redundancy_coef, alpha_min=p.alpha_min)
+    loss_cfg = PolicyLossConfig(level=p.level, eps_low=p.clip_eps, eps_high=p.clip_eps)
+    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps * p.updates_per_batch)
+    rng = random.Random(cfg.seed)
+    last: dict[str, float] = {}
+    for step in range(1, p.steps + 1):
+        batch_tasks = rng.sample(list(tasks), min(p.prompts_per_step, len(tasks)))
+        rolls = _sample_groups(engine.module, tokenizer, envs, batch_tasks, samples=p.samples_per_prompt,
+                               temperature=p.temperature, max_new_tokens=p.max_new_tokens, seed=cfg.seed + step,
+                               max_turns=cfg.post_train.eval.max_tool_turns)
+        verdicts = [envs[r.task.family].verify(r.task, r.text) for r in rolls]
+        rewards = []
+        for g in range(len(batch_tasks)):
+            sl = slice(g * p.samples_per_prompt, (g + 1) * p.samples_per_prompt)
+            group = [ScoredResponse(text=r.text, correct=v.correct, format_ok=v.format_ok, length=r.model_tokens)
+                     for r, v in zip(rolls[sl], verdicts[sl], strict=True)]
+            r_G, _ = evo_cot_rewards(group, reward_cfg)
+            rewards.append(r_G)
+        rewards_NG = torch.stack(rewards)
+        adv_B = group_advantages(rewards_NG).reshape(-1)
+        correct = [v.correct for v in verdicts]
+        lengths = [r.model_tokens for r in rolls]
+        ids_BT, attn_BT, target_BT = response_batch([r.prompt_ids for r in rolls], [r.response_ids for r in rolls],
+                                                    [r.response_mask for r in rolls], tokenizer.token_to_id(PAD))
+        units_BT = _unit_ids(tokenizer, rolls, target_BT.shape[1]) if p.level == "sentence" else None
+        with torch.no_grad():
+            logp_old_BT = token_logps(engine.module, ids_BT, attn_BT)
+        rollout_logp = torch.tensor([lp for r in rolls for lp, m in zip(r.logprobs, r.response_mask, strict=True) if m])
+        recomputed = logp_old_BT[target_BT.bool()]
+        stats: dict[str, torch.Tensor] = {}
+        for _ in range(p.updates_per_batch):
+            logp_BT = token_logps(engine, ids_BT, attn_BT)
+            loss, stats = policy_loss(logp_BT, logp_old_BT, adv_B, target_BT, units_BT, loss_cfg)
+            engine.backward(loss)
+            engine.step()
+        last = {
+            "reward": float(rewards_NG.mean()),
+            "accuracy": sum(correct) / len(correct),
+            "mean_response_tokens": sum(lengths) / len(lengths),
+            "mean_correct_tokens": (sum(n for n, c in zip(lengths, correct, strict=True) if c) / max(1, sum(correct))),
+            "clip_fraction": float(stats["clip_fraction"]),
+            "ratio_max": float(stats["ratio_max"]),
+            "loss": float(loss.detach()),
+            "train_infer_abs_logp_diff": float((rollout_logp - recomputed).abs().mean()) if len(recomputed) else 0.0,
+        }
+        on_log("rl", step, last)
+    return last
+
+
+def _unit_ids(tokenizer, rolls: Sequence[Any], width: int) -> torch.Tensor:
+    """Sentence units aligned with ``response_batch``'s target positions (prompt positions get -1)."""
+    from training.objectives import batch_sentence_unit_ids
+
+    units = batch_sentence_unit_ids(tokenizer, [r.response_ids for r in rolls], [r.response_mask for r in rolls])
+    out_BT = torch.full((len(rolls), width), -1, dtype=torch.long)
+    for b, r in enumerate(rolls):
+        start = len(r.prompt_ids) - 1
+        out_BT[b, start : start + len(r.response_ids)] = units[b, : len(r.response_ids)]
+    return out_BT
+
+
+def preference_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig,
+                     on_log: OnLog) -> dict[str, float]:
+    """On-policy samples -> verified pairs (shortest correct vs worse) -> offset-DPO against the phase's
+    starting policy as reference, with the bidirectional score gap as margin."""
+    from tasks.curate.tokenizer import PAD
+    from training.objectives import PreferenceConfig, build_preference_pairs, preference_loss
+
+    p = cfg.post_train.preference
+    loss_cfg = PreferenceConfig(beta=p.beta, margin_scale=p.margin_scale)
+    reference = copy.deepcopy(model).eval()
+    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps)
+    rng = random.Random(cfg.seed + 1)
+    pad = tokenizer.token_to_id(PAD)
+    last: dict[str, float] = {"pairs": 0.0}
+    for step in range(1, p.steps + 1):
+        batch_tasks = rng.sample(list(tasks), min(p.prompts_per_step, len(tasks)))
+        rolls = _sample_groups(engine.module, tokenizer, envs, batch_tasks, samples=p.samples_per_prompt,
+                               temperature=1.0, max_new_tokens=cfg.post_train.rl.max_new_tokens,
+                               seed=cfg.seed + 1000 + step, max_turns=cfg.post_train.eval.max_tool_turns)
+        by_text = {}
+        rows = []
+        for r in rolls:
+            v = envs[r.task.family].verify(r.task, r.text)
+            by_text[(r.task.task_id, r.text)] = r
+            rows.append({"prompt_id": r.task.task_id, "text": r.text, "correct": v.correct, "format_ok": v.format_ok,
+                         "length": r.model_tokens})
+        pairs = build_preference_pairs(rows, max_pairs_per_prompt=1)
+        if not pairs:
+            on_log("preference", step, {"pairs": 0.0})
+            continue
+        chosen = [by_text[(pp.prompt_id, pp.chosen)] for pp in pairs]
+        rejected = [by_text[(pp.prompt_id, pp.rejected)] for pp in pairs]
+        c_ids, c_attn, c_mask = response_batch([r.prompt_ids for r in chosen], [r.response_ids for r in chosen],
+                                               [r.response_mask for r in chosen], pad)
+        r_ids, r_attn, r_mask = response_batch([r.prompt_ids for r in rejected], [r.response_ids for r in rejected],
+                                               [r.response_mask for r in rejected], pad)
+        with torch.no_grad():
+            ref_c, ref_r = token_logps(reference, c_ids, c_attn), token_logps(reference, r_ids, r_attn)
+        loss, stats = preference_loss(
+            token_logps(engine, c_ids, c_attn), token_logps(engine, r_ids, r_attn), ref_c, ref_r, c_mask, r_mask,
+            torch.tensor([pp.chosen_score for pp in pairs]), torch.tensor([pp.rejected_score for pp in pairs]), loss_cfg)
+        engine.backward(loss)
+        engine.step()
+        last = {"loss": float(loss.detach()), "pairs": float(len(pairs)),
+                **{k: float(v) for k, v in stats.items() if v.numel() == 1}}
+        on_log("preference", step, last)
+    return last

@@ -1,0 +1,88 @@
+"""The post-training stage as a plain function: SFT on shortest-correct data -> LPO RL with Evo-CoT
+rewards -> bidirectional preference alignment, the model evaluated by the harness after each phase.
+
+Outputs under ``out_dir``:
+  checkpoint/               the instant "Ling" model, official layout + tokenizer
+  eval_summary.parquet      EvalResult rows of every phase (checkpoint column = phase)
+  metrics.json              per-phase results, data selection statistics, the before/after comparison
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from configs import PipelineConfig
+from tasks.post_train.common import eval_metrics, evaluate
+
+OnLog = Callable[[str, int, Mapping[str, float]], None]
+PHASES = ("base", "sft", "rl", "preference")
+
+
+def _tasks(frame: pd.DataFrame) -> list[Any]:
+    from environments import Task
+
+    return [Task(task_id=r.prompt_id, family=r.family, difficulty=int(r.difficulty), prompt=r.prompt,
+                 answer=r.answer, payload=r.payload) for r in frame.itertuples()]
+
+
+def run_post_train(cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *,
+                   on_log: OnLog | None = None) -> dict[str, Any]:
+    from environments import all_environments
+    from model import export_hf, load_hf
+    from tasks.curate.tokenizer import load_tokenizer
+    from tasks.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
+    from tasks.pretrain.stage import eval_tasks
+
+    torch.manual_seed(cfg.seed)
+    log = on_log or (lambda phase, step, metrics: None)
+    envs = all_environments(cfg.environments)
+    tokenizer = load_tokenizer(curated / "tokenizer")
+    model = load_hf(base / "checkpoint", base=cfg.model)
+    candidates = pd.read_parquet(curated / "candidates.parquet")
+    sft_table = pd.read_parquet(curated / "sft.parquet")
+    rl_tasks = _tasks(pd.read_parquet(curated / "rl_prompts.parquet"))
+    eval_set = eval_tasks(curated, cfg.post_train.eval.prompts_per_family)
+    sft_tasks = {t.task_id: t for t in _tasks(pd.read_parquet(curated / "sft_prompts.parquet"))}
+
+    metrics: dict[str, Any] = {}
+    summaries = []
+
+    def checkpoint_eval(phase: str) -> None:
+        summary, _ = evaluate(model, tokenizer, envs, eval_set, cfg, checkpoint=phase)
+        summaries.append(summary)
+        flat = eval_metrics(summary, f"eval.{phase}")
+        metrics.update(flat)
+        log(phase, 0, flat)
+
+    checkpoint_eval("base")
+    rows, selection = sft_rows(candidates, sft_table, envs, sft_tasks, cfg.post_train.sft.data)
+    metrics["sft_data"] = selection
+    metrics["sft"] = sft_phase(model, tokenizer, rows, cfg, log)
+    checkpoint_eval("sft")
+    if cfg.post_train.rl.steps:
+        metrics["rl"] = rl_phase(model, tokenizer, envs, rl_tasks, cfg, log)
+        checkpoint_eval("rl")
+    if cfg.post_train.preference.steps:
+        metrics["preference"] = preference_phase(model, tokenizer, envs, rl_tasks, cfg, log)
+        checkpoint_eval("preference")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.concat(summaries, ignore_index=True)
+    table.to_parquet(out_dir / "eval_summary.parquet", index=False)
+    checkpoint = out_dir / "checkpoint"
+    if checkpoint.exists():
+        shutil.rmtree(checkpoint)
+    export_hf(model.eval(), checkpoint)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(curated / "tokenizer" / name, checkpoint / name)
+    metrics["final_phase"] = table["checkpoint"].iloc[-1]
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return metrics
+
