@@ -17,12 +17,34 @@ from configs import PipelineConfig, cache_version, config_hash, from_dict, to_di
 log = logging.getLogger("ling26")
 
 
-def stage_cache() -> Any:
-    """Flyte cache for stage tasks: keyed on the config JSON and data inputs; the MLflow parent run id
-    is ignored, otherwise every execution (a new parent run) would miss the cache."""
+def code_fingerprint(stage: str) -> str:
+    """Digest of the source files a stage depends on: the code deps ``dvc.yaml`` lists for it (DVC and
+    Flyte agree on what invalidates a stage), plus ``configs`` and this module."""
+    import hashlib
+
+    import yaml
+
+    from lineage.paths import REPO_ROOT
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    deps = [d for d in stages[stage].get("deps", []) if not d.startswith("data/")]
+    digest = hashlib.sha256()
+    for dep in sorted({*deps, "configs", "tasks/common.py"}):
+        path = REPO_ROOT / dep
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.relative_to(REPO_ROOT).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def stage_cache(stage: str) -> Any:
+    """Flyte cache for a stage task: keyed on the config JSON and data inputs (Flyte's own key), with a
+    version from the config schema and the stage's code, so an edit to the code re-runs the stage. The
+    MLflow parent run id is ignored, otherwise every execution (a new parent run) would miss the cache."""
     from flytekit import Cache
 
-    return Cache(version=cache_version(), ignored_inputs=("parent_run_id",))
+    return Cache(version=f"{cache_version()}-code-{code_fingerprint(stage)}", ignored_inputs=("parent_run_id",))
 
 
 def load_config(config_json: str) -> PipelineConfig:

@@ -51,16 +51,17 @@ def report_local_run(started: float, experiment: str, configured_uri: str | None
         print("no pipeline run found in MLflow")
         return
     parent = parents[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    ran = {c.data.tags.get("ling26.stage"): c for c in children}
+    summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "pipeline_summary.json")).read_text())
     print(f"\nMLflow parent run {parent.info.run_id} ({parent.info.run_name}, {parent.info.status})")
-    from workflows.pipeline import STAGES
-
-    for name in STAGES:
-        if name in ran:
-            print(f"  {name:10s} ran       -> nested run {ran[name].info.run_id}")
+    for name, run_id in summary.get("stage_runs", {}).items():
+        stage_parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId") if run_id else None
+        if stage_parent == parent.info.run_id:
+            print(f"  {name:10s} ran     -> nested run {run_id}")
         else:
-            print(f"  {name:10s} cached    -> Flyte's local cache served it (no nested run in this execution)")
+            # A stage served from Flyte's cache does not execute: its outputs, and its report, are those of
+            # the execution that computed them, whose nested run lies under an earlier parent.
+            print(f"  {name:10s} cached  -> Flyte's cache served it; computed in MLflow run {run_id} "
+                  f"(parent {stage_parent})")
     print(f"\nwall time {time.time() - started:.1f} s")
     print(f"MLflow UI:   make ui   (mlflow ui --backend-store-uri {tracking_uri(configured_uri)})")
     print(f"DVC remote:  {dvc_remote_dir()}   (dvc status; dvc status --cloud)")

@@ -15,7 +15,7 @@ class CurateOutputs(NamedTuple):
     report_json: str
 
 
-@task(cache=stage_cache(), enable_deck=True)
+@task(cache=stage_cache("curate"), enable_deck=True)
 def curate(config_json: str, parent_run_id: str, extra_documents: str = "") -> CurateOutputs:
     """Environments + local text -> tokenizer, token shards, SFT / candidate / RL / eval tables (contract-checked)."""
     import json

@@ -9,10 +9,13 @@ from flytekit.types.directory import FlyteDirectory
 
 from tasks.common import stage_cache
 
-PostTrainOutputs = NamedTuple("PostTrainOutputs", [("instant", FlyteDirectory), ("report_json", str)])
+
+class PostTrainOutputs(NamedTuple):
+    instant: FlyteDirectory
+    report_json: str
 
 
-@task(cache=stage_cache(), enable_deck=True)
+@task(cache=stage_cache("post_train"), enable_deck=True)
 def post_train(config_json: str, parent_run_id: str, curated: FlyteDirectory, base: FlyteDirectory) -> PostTrainOutputs:
     """Base checkpoint -> SFT (shortest-correct) -> LPO RL (Evo-CoT) -> preference alignment, evaluated per phase."""
     import json

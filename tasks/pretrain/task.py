@@ -30,7 +30,7 @@ def _task_config():
     return Elastic(nnodes=1, nproc_per_node=nproc)
 
 
-@task(cache=stage_cache(), enable_deck=True, task_config=_task_config())
+@task(cache=stage_cache("pretrain"), enable_deck=True, task_config=_task_config())
 def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> PretrainOutputs:
     """Curated shards -> Ling-2.0 base (trained, or imported via pretrain.base_checkpoint), evaluated and exported."""
     import json
