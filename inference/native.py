@@ -61,7 +61,7 @@ class NativeEngine:
         out = self.model(input_BT, attention_mask=mask_BT, use_cache=True)
         cache, logits_BV = out.past_key_values, out.logits[:, -1].float()
         for _ in range(params.max_new_tokens):
-            next_B = sample_next(logits_BV, params, generators).cpu()
+            next_B = sample_next(logits_BV, params, [generators[i] for i in alive]).cpu()
             logp_BV = torch.log_softmax(logits_BV, dim=-1).cpu()
             for row, i in enumerate(alive):
                 token = int(next_B[row])

@@ -109,3 +109,17 @@ def test_rollout_runs_tools_and_masks_observations():
     assert "<result>" in tok.decode(observation)
     assert all(lp == 0.0 for lp, m in zip(r.logprobs, r.response_mask, strict=True) if m == 0)
     assert r.model_tokens == len(r.response_ids) - len(observation)
+
+
+def test_rows_finishing_early_do_not_disturb_the_others(engine):
+    # Row 0 stops at its first generated character; the others keep sampling with their own generators.
+    params = SamplingParams(temperature=1.0, max_new_tokens=10, seed=21)
+    free = engine.generate(["x", "[math] 1+2=?\n", "y"], params)
+    first = free[0].text[:1]
+    assert first, "row 0 produced no text to stop on"
+    stopped = engine.generate(["x", "[math] 1+2=?\n", "y"], SamplingParams(
+        temperature=1.0, max_new_tokens=10, seed=21, stop=(first,)))
+    assert stopped[0].finish_reason == "stop"
+    for a, b in zip(free[1:], stopped[1:], strict=True):
+        if first not in a.text:
+            assert a.token_ids == b.token_ids
