@@ -21,7 +21,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="", help="exported HF folder with tokenizer (default: a random tiny base)")
+    parser.add_argument(
+        "--checkpoint", default="", help="exported HF folder with tokenizer (default: a random tiny base)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="prompts per generate call")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
@@ -44,8 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
         from configs.model import tiny_model
 
         torch.manual_seed(0)
-        tokenizer = train_tokenizer([f"[math] {a}+{b}=?\nAnswer: {a + b}" for a in range(30) for b in range(30)],
-                                    vocab_size=512)
+        tokenizer = train_tokenizer(
+            [f"[math] {a}+{b}=?\nAnswer: {a + b}" for a in range(30) for b in range(30)], vocab_size=512
+        )
         model = Ling2ForCausalLM(dataclasses.replace(tiny_model(), vocab_size=512))
         checkpoint = export_hf(model, work / "ckpt")
         save_tokenizer(tokenizer, checkpoint)

@@ -25,14 +25,29 @@ def build_blocks(args: argparse.Namespace):
     from model.moe import SparseMoeBlock
 
     ours_cfg = tiny_model()
-    ours_cfg = type(ours_cfg)(**{**ours_cfg.__dict__, "hidden_size": args.hidden, "num_experts": args.experts,
-                                 "num_experts_per_tok": args.top_k, "moe_intermediate_size": args.expert_dim,
-                                 "n_group": args.groups, "topk_group": args.topk_groups})
+    ours_cfg = type(ours_cfg)(
+        **{
+            **ours_cfg.__dict__,
+            "hidden_size": args.hidden,
+            "num_experts": args.experts,
+            "num_experts_per_tok": args.top_k,
+            "moe_intermediate_size": args.expert_dim,
+            "n_group": args.groups,
+            "topk_group": args.topk_groups,
+        }
+    )
     ours = SparseMoeBlock(ours_cfg)
     ref_cfg = DeepseekV3Config(
-        hidden_size=args.hidden, moe_intermediate_size=args.expert_dim, n_routed_experts=args.experts,
-        num_experts_per_tok=args.top_k, n_group=args.groups, topk_group=args.topk_groups, n_shared_experts=1,
-        routed_scaling_factor=ours_cfg.routed_scaling_factor, norm_topk_prob=True, hidden_act="silu",
+        hidden_size=args.hidden,
+        moe_intermediate_size=args.expert_dim,
+        n_routed_experts=args.experts,
+        num_experts_per_tok=args.top_k,
+        n_group=args.groups,
+        topk_group=args.topk_groups,
+        n_shared_experts=1,
+        routed_scaling_factor=ours_cfg.routed_scaling_factor,
+        norm_topk_prob=True,
+        hidden_act="silu",
     )
     if args.hf_experts != "eager":
         ref_cfg._experts_implementation = args.hf_experts
@@ -78,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
                 times[name].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "dims": {k: getattr(args, k) for k in ("hidden", "experts", "top_k", "expert_dim", "groups", "topk_groups", "tokens")},
+        "dims": {
+            k: getattr(args, k) for k in ("hidden", "experts", "top_k", "expert_dim", "groups", "topk_groups", "tokens")
+        },
         "threads": torch.get_num_threads(),
         "hf_experts": args.hf_experts,
         "tokens_per_s": {k: args.tokens / v for k, v in med.items()},

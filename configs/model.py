@@ -60,19 +60,27 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.num_attention_heads % self.num_key_value_heads == 0,
-             "num_attention_heads must be a multiple of num_key_value_heads"),
+            (
+                self.num_attention_heads % self.num_key_value_heads == 0,
+                "num_attention_heads must be a multiple of num_key_value_heads",
+            ),
             (self.num_experts % self.n_group == 0, "num_experts must be a multiple of n_group"),
             (0 < self.topk_group <= self.n_group, "topk_group must lie in 1..n_group"),
-            (self.num_experts_per_tok <= (self.num_experts // self.n_group) * self.topk_group,
-             "num_experts_per_tok exceeds the experts in the kept groups"),
-            (0 <= self.first_k_dense_replace <= self.num_hidden_layers,
-             "first_k_dense_replace must lie in 0..num_hidden_layers"),
+            (
+                self.num_experts_per_tok <= (self.num_experts // self.n_group) * self.topk_group,
+                "num_experts_per_tok exceeds the experts in the kept groups",
+            ),
+            (
+                0 <= self.first_k_dense_replace <= self.num_hidden_layers,
+                "first_k_dense_replace must lie in 0..num_hidden_layers",
+            ),
             (0.0 < self.partial_rotary_factor <= 1.0, "partial_rotary_factor must lie in (0, 1]"),
             (int(self.head_dim * self.partial_rotary_factor) % 2 == 0, "rotary dim must be even"),
             (self.layer_group_size >= 1, "layer_group_size must be >= 1"),
-            ((self.num_attention_heads * self.head_dim) % self.group_norm_size == 0,
-             "num_attention_heads * head_dim must be divisible by group_norm_size"),
+            (
+                (self.num_attention_heads * self.head_dim) % self.group_norm_size == 0,
+                "num_attention_heads * head_dim must be divisible by group_norm_size",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -88,8 +96,7 @@ class ModelConfig:
         g, n = self.layer_group_size, self.num_hidden_layers
         full_groups_end = (n // g) * g
         return tuple(
-            "full_attention" if (i + 1) % g == 0 or i >= full_groups_end else "linear_attention"
-            for i in range(n)
+            "full_attention" if (i + 1) % g == 0 or i >= full_groups_end else "linear_attention" for i in range(n)
         )
 
 

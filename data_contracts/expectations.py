@@ -126,8 +126,9 @@ def validate_table(frame: pd.DataFrame, suite: str, *, table: str | None = None,
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(expectation_suite)
     failed = tuple(_describe(r) for r in result.results if not r.success)
-    report = SuiteReport(suite=f"ling26.{suite}", success=bool(result.success), evaluated=len(result.results),
-                         failed=failed)
+    report = SuiteReport(
+        suite=f"ling26.{suite}", success=bool(result.success), evaluated=len(result.results), failed=failed
+    )
     if not report.success:
         raise ExpectationsFailed(f"table {name!r} failed suite {report.suite}: " + "; ".join(failed))
     return report

@@ -142,7 +142,9 @@ def screen_documents(
             ledger.add(table, where, "null_field", "doc_id is null/NaN", row.get("text", ""))
             continue
         if not isinstance(doc_id, str) or not doc_id:
-            ledger.add(table, where, "wrong_type", f"doc_id is {type(doc_id).__name__} {doc_id!r}, expected str", doc_id)
+            ledger.add(
+                table, where, "wrong_type", f"doc_id is {type(doc_id).__name__} {doc_id!r}, expected str", doc_id
+            )
             continue
         source = row.get("source", "unknown")
         if not isinstance(source, str) or _is_missing(source):

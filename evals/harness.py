@@ -24,33 +24,56 @@ def score_rollouts(envs: Mapping[str, Any], rollouts: Sequence[Rollout]) -> pd.D
     rows = []
     for r in rollouts:
         verdict = envs[r.task.family].verify(r.task, r.text)
-        rows.append({"prompt_id": r.task.task_id, "family": r.task.family, "difficulty": r.task.difficulty,
-                     "correct": verdict.correct, "format_ok": verdict.format_ok, "tokens": r.model_tokens,
-                     "tool_calls": r.tool_calls, "response": r.text})
+        rows.append(
+            {
+                "prompt_id": r.task.task_id,
+                "family": r.task.family,
+                "difficulty": r.task.difficulty,
+                "correct": verdict.correct,
+                "format_ok": verdict.format_ok,
+                "tokens": r.model_tokens,
+                "tool_calls": r.tool_calls,
+                "response": r.text,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def summarise(scored: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
     def row(family: str, g: pd.DataFrame) -> dict[str, Any]:
         correct = g.loc[g["correct"], "tokens"]
-        return {"checkpoint": checkpoint, "family": family, "n": len(g), "accuracy": float(g["correct"].mean()),
-                "format_rate": float(g["format_ok"].mean()), "mean_tokens": float(g["tokens"].mean()),
-                "mean_tokens_correct": float(correct.mean()) if len(correct) else math.nan}
+        return {
+            "checkpoint": checkpoint,
+            "family": family,
+            "n": len(g),
+            "accuracy": float(g["correct"].mean()),
+            "format_rate": float(g["format_ok"].mean()),
+            "mean_tokens": float(g["tokens"].mean()),
+            "mean_tokens_correct": float(correct.mean()) if len(correct) else math.nan,
+        }
 
     rows = [row(f, g) for f, g in scored.groupby("family", sort=True)] + [row("all", scored)]
     return EvalResult.validate(pd.DataFrame(rows))
 
 
-def evaluate_policy(engine, envs: Mapping[str, Any], tasks: Sequence[Any], *, checkpoint: str,
-                    params: SamplingParams = GREEDY, max_turns: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_policy(
+    engine,
+    envs: Mapping[str, Any],
+    tasks: Sequence[Any],
+    *,
+    checkpoint: str,
+    params: SamplingParams = GREEDY,
+    max_turns: int = 4,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary table, per-rollout table) for ``tasks`` rolled out with ``engine``."""
     scored = score_rollouts(envs, rollout(engine, envs, tasks, params, max_turns=max_turns))
     return summarise(scored, checkpoint), scored
 
 
 @torch.no_grad()
-def heldout_loss(model: torch.nn.Module, tokens: np.ndarray, *, seq_len: int, batch_size: int = 16,
-                 max_windows: int = 256) -> float:
+def heldout_loss(
+    model: torch.nn.Module, tokens: np.ndarray, *, seq_len: int, batch_size: int = 16, max_windows: int = 256
+) -> float:
     """Mean next-token cross-entropy (nats) over non-overlapping windows of the held-out stream."""
     n_windows = min(max_windows, (len(tokens) - 1) // seq_len)
     if n_windows < 1:
@@ -61,11 +84,12 @@ def heldout_loss(model: torch.nn.Module, tokens: np.ndarray, *, seq_len: int, ba
     total, count = 0.0, 0
     for start in range(0, n_windows, batch_size):
         idx = range(start, min(start + batch_size, n_windows))
-        batch = torch.from_numpy(np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1].astype(np.int64) for i in idx]))
+        batch = torch.from_numpy(np.stack([tokens[i * seq_len : (i + 1) * seq_len + 1].astype(np.int64) for i in idx]))
         batch = batch.to(device)
         logits = model(batch[:, :-1]).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                 reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
         total += float(loss)
         count += batch[:, 1:].numel()
     model.train(was_training)

@@ -39,7 +39,7 @@ class NativeEngine:
         ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         out: list[Generation] = []
         for start in range(0, len(ids), self.batch_size):
-            out += self._generate_batch(ids[start:start + self.batch_size], params, row_offset=start)
+            out += self._generate_batch(ids[start : start + self.batch_size], params, row_offset=start)
         return out
 
     @torch.no_grad()
@@ -53,8 +53,8 @@ class NativeEngine:
         input_BT = torch.full((B, T), self.pad_id, dtype=torch.long, device=device)
         mask_BT = torch.zeros((B, T), dtype=torch.long, device=device)
         for i, p in enumerate(prompt_ids):
-            input_BT[i, T - len(p):] = torch.tensor(p, device=device)
-            mask_BT[i, T - len(p):] = 1
+            input_BT[i, T - len(p) :] = torch.tensor(p, device=device)
+            mask_BT[i, T - len(p) :] = 1
         generators = [torch.Generator().manual_seed(params.seed + row_offset + i) for i in range(B)]
         gens = [Generation(prompt_ids=list(p)) for p in prompt_ids]
         alive, done = list(range(B)), [False] * B
@@ -93,7 +93,7 @@ class NativeEngine:
             if g.finish_reason == "stop" and g.stop_string:
                 # Truncate after the stop string: a multi-character stop can end mid-token.
                 cut = g.text.find(g.stop_string)
-                g.text = g.text[:cut + len(g.stop_string)]
+                g.text = g.text[: cut + len(g.stop_string)]
         self.model.train(was_training)
         return gens
 

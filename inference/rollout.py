@@ -32,8 +32,9 @@ class Rollout:
         return sum(self.response_mask)
 
 
-def rollout(engine, envs: Mapping[str, Any], tasks: Sequence[Any], params: SamplingParams,
-            *, max_turns: int = 4) -> list[Rollout]:
+def rollout(
+    engine, envs: Mapping[str, Any], tasks: Sequence[Any], params: SamplingParams, *, max_turns: int = 4
+) -> list[Rollout]:
     states = [Rollout(task=t, prompt_ids=engine.encode(t.prompt)) for t in tasks]
     active = list(range(len(states)))
     stops = tuple(dict.fromkeys((*params.stop, TOOL_CALL_STOP)))
@@ -41,8 +42,9 @@ def rollout(engine, envs: Mapping[str, Any], tasks: Sequence[Any], params: Sampl
     while active:
         budget = {i: params.max_new_tokens - states[i].model_tokens for i in active}
         # One engine call per round; a row's budget is enforced by truncation below.
-        round_params = replace(params, stop=stops, max_new_tokens=max(budget.values()),
-                               seed=params.seed + 7919 * round_index)
+        round_params = replace(
+            params, stop=stops, max_new_tokens=max(budget.values()), seed=params.seed + 7919 * round_index
+        )
         round_index += 1
         outs = engine.generate([states[i].prompt_ids + states[i].response_ids for i in active], round_params)
         next_active = []
@@ -55,7 +57,12 @@ def rollout(engine, envs: Mapping[str, Any], tasks: Sequence[Any], params: Sampl
             s.text += gen.text if keep == len(gen.token_ids) else engine.decode(gen.token_ids[:keep])
             s.finish_reason = gen.finish_reason if keep == len(gen.token_ids) else "length"
             wants_tool = gen.finish_reason == "stop" and gen.stop_string == TOOL_CALL_STOP
-            if wants_tool and keep == len(gen.token_ids) and s.tool_calls < max_turns and s.model_tokens < params.max_new_tokens:
+            if (
+                wants_tool
+                and keep == len(gen.token_ids)
+                and s.tool_calls < max_turns
+                and s.model_tokens < params.max_new_tokens
+            ):
                 observation = envs[s.task.family].observe(s.task, s.text)
                 if observation:
                     obs_ids = engine.encode(observation)

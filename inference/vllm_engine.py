@@ -17,8 +17,16 @@ from inference.sampling import Generation, SamplingParams
 
 
 class VllmEngine:
-    def __init__(self, checkpoint_dir: str, tokenizer, *, eos_id: int, max_model_len: int = 1024,
-                 dtype: str = "float32", seed: int = 0):
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        tokenizer,
+        *,
+        eos_id: int,
+        max_model_len: int = 1024,
+        dtype: str = "float32",
+        seed: int = 0,
+    ):
         # Read when vLLM is imported: one process, small KV cache (CPU); harmless on GPUs.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -45,8 +53,15 @@ class VllmEngine:
 
         ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         requests = [
-            VllmParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                       seed=params.seed + i, logprobs=0, detokenize=False, stop_token_ids=[self.eos_id])
+            VllmParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                seed=params.seed + i,
+                logprobs=0,
+                detokenize=False,
+                stop_token_ids=[self.eos_id],
+            )
             for i in range(len(ids))
         ]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], requests, use_tqdm=False)
@@ -65,7 +80,7 @@ class VllmEngine:
                 hit = next((s for s in params.stop if s in g.text), None)
                 if hit is not None:
                     g.finish_reason, g.stop_string = "stop", hit
-                    g.text = g.text[:g.text.find(hit) + len(hit)]
+                    g.text = g.text[: g.text.find(hit) + len(hit)]
                     return g
         g.text = self.decode(g.token_ids)
         return g

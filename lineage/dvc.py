@@ -22,11 +22,11 @@ class DvcError(RuntimeError):
 
 
 def _dvc(*args: str, repo: Path) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise DvcError(f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}")
+        raise DvcError(
+            f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
+        )
     return proc.stdout
 
 

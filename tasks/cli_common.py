@@ -14,10 +14,17 @@ PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                        help="scale profile (default: params.yaml's, else tiny_cpu)")
-    parser.add_argument("--overrides", default=None,
-                        help="dotted overrides, 'curate.seq_len=128 seed=7' or YAML '{curate: {seq_len: 128}}'")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        choices=sorted(PROFILES),
+        help="scale profile (default: params.yaml's, else tiny_cpu)",
+    )
+    parser.add_argument(
+        "--overrides",
+        default=None,
+        help="dotted overrides, 'curate.seq_len=128 seed=7' or YAML '{curate: {seq_len: 128}}'",
+    )
     parser.add_argument("--config", default=None, help="YAML file with any subset of the config's keys")
 
 

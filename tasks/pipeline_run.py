@@ -23,8 +23,14 @@ def open_pipeline_run(config_json: str) -> str:
     from tasks.common import load_config
 
     cfg = load_config(config_json)
-    return open_run(experiment=cfg.lineage.experiment, configured_uri=cfg.lineage.tracking_uri, profile=cfg.profile,
-                    config_hash=config_hash(cfg), config=to_dict(cfg), seed=cfg.seed)
+    return open_run(
+        experiment=cfg.lineage.experiment,
+        configured_uri=cfg.lineage.tracking_uri,
+        profile=cfg.profile,
+        config_hash=config_hash(cfg),
+        config=to_dict(cfg),
+        seed=cfg.seed,
+    )
 
 
 @task
@@ -38,8 +44,10 @@ def close_pipeline_run(config_json: str, parent_run_id: str, stage_reports: list
 
     cfg = load_config(config_json)
     reports = [json.loads(r) for r in stage_reports]
-    summary = {"stages": len(reports),
-               "stage_runs": {r.get("stage", f"stage{i}"): r.get("mlflow_run_id", "") for i, r in enumerate(reports)}}
+    summary = {
+        "stages": len(reports),
+        "stage_runs": {r.get("stage", f"stage{i}"): r.get("mlflow_run_id", "") for i, r in enumerate(reports)},
+    }
     for report in reports:
         for key, value in report.get("summary_metrics", {}).items():
             summary[f"{report['stage']}.{key}"] = value

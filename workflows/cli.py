@@ -45,8 +45,16 @@ def report_local_run(started: float, experiment: str, configured_uri: str | None
     mlflow.set_tracking_uri(tracking_uri(configured_uri))
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    parents = client.search_runs([exp.experiment_id], "tags.`ling26.pipeline` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1) if exp else []
+    parents = (
+        client.search_runs(
+            [exp.experiment_id],
+            "tags.`ling26.pipeline` = 'parent'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if exp
+        else []
+    )
     if not parents:
         print("no pipeline run found in MLflow")
         return
@@ -60,8 +68,10 @@ def report_local_run(started: float, experiment: str, configured_uri: str | None
         else:
             # A stage served from Flyte's cache does not execute: its outputs, and its report, are those of
             # the execution that computed them, whose nested run lies under an earlier parent.
-            print(f"  {name:10s} cached  -> Flyte's cache served it; computed in MLflow run {run_id} "
-                  f"(parent {stage_parent})")
+            print(
+                f"  {name:10s} cached  -> Flyte's cache served it; computed in MLflow run {run_id} "
+                f"(parent {stage_parent})"
+            )
     print(f"\nwall time {time.time() - started:.1f} s")
     print(f"MLflow UI:   make ui   (mlflow ui --backend-store-uri {tracking_uri(configured_uri)})")
     print(f"DVC remote:  {dvc_remote_dir()}   (dvc status; dvc status --cloud)")
@@ -94,8 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ling26", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ling26", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline (locally unless --remote)")
     add_config_arguments(run)

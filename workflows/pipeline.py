@@ -1,6 +1,6 @@
 """The Ling-2.6 pipeline as one Flyte workflow. Each stage joins here the day it works.
 
-    pyflyte --config flyte.config run workflows/pipeline.py ling26_pipeline --profile tiny_cpu
+pyflyte --config flyte.config run workflows/pipeline.py ling26_pipeline --profile tiny_cpu
 """
 
 from __future__ import annotations
@@ -25,5 +25,8 @@ def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_docume
     curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
     base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.curated)
     instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=base.base)
-    return close_pipeline_run(config_json=config_json, parent_run_id=run_id,
-                              stage_reports=[curated.report_json, base.report_json, instant.report_json])
+    return close_pipeline_run(
+        config_json=config_json,
+        parent_run_id=run_id,
+        stage_reports=[curated.report_json, base.report_json, instant.report_json],
+    )

@@ -14,12 +14,17 @@ from tasks.cli_common import add_config_arguments, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.curate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.curate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     parser.add_argument("--extra-documents", default="", help="JSONL or parquet of raw {doc_id, source, text} rows")
-    parser.add_argument("--on-bad-rows", choices=["quarantine", "raise"], default="quarantine",
-                        help="quarantine bad rows to quarantine.parquet (default) or stop at the first one")
+    parser.add_argument(
+        "--on-bad-rows",
+        choices=["quarantine", "raise"],
+        default="quarantine",
+        help="quarantine bad rows to quarantine.parquet (default) or stop at the first one",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = config_from_args(args)

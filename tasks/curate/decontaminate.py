@@ -24,7 +24,7 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 def normalise_prompt(prompt: str) -> str:
@@ -39,8 +39,14 @@ class EvalIndex:
     template_ngrams_ignored: int
 
     @classmethod
-    def build(cls, eval_items: Iterable[tuple[str, str]], *, n: int, template_min_items: int = 3,
-              template_fraction: float = 0.02) -> EvalIndex:
+    def build(
+        cls,
+        eval_items: Iterable[tuple[str, str]],
+        *,
+        n: int,
+        template_min_items: int = 3,
+        template_fraction: float = 0.02,
+    ) -> EvalIndex:
         """Index ``(prompt, answer text)`` eval items; n-grams in many items count as template."""
         items = list(eval_items)
         per_item = [ngrams(words(f"{p} {a}"), n) for p, a in items]
@@ -48,8 +54,12 @@ class EvalIndex:
         limit = max(template_min_items, int(template_fraction * len(items)))
         template = {g for g, c in frequency.items() if c >= limit}
         content = frozenset(g for g in frequency if g not in template)
-        return cls(n=n, prompts=frozenset(normalise_prompt(p) for p, _ in items), content_ngrams=content,
-                   template_ngrams_ignored=len(template))
+        return cls(
+            n=n,
+            prompts=frozenset(normalise_prompt(p) for p, _ in items),
+            content_ngrams=content,
+            template_ngrams_ignored=len(template),
+        )
 
     def prompt_leak(self, prompt: str) -> bool:
         return normalise_prompt(prompt) in self.prompts
@@ -58,7 +68,7 @@ class EvalIndex:
         """The first eval content n-gram that ``text`` contains, or None."""
         tokens = words(text)
         for i in range(len(tokens) - self.n + 1):
-            gram = tuple(tokens[i:i + self.n])
+            gram = tuple(tokens[i : i + self.n])
             if gram in self.content_ngrams:
                 return gram
         return None

@@ -37,7 +37,7 @@ def _shingle_hashes(text: str, k: int) -> np.ndarray:
     data = normalise(text).encode("utf-8")
     if len(data) <= k:
         return np.array([zlib.crc32(data)], dtype=np.uint64)
-    return np.unique(np.fromiter((zlib.crc32(data[i:i + k]) for i in range(len(data) - k + 1)), dtype=np.uint64))
+    return np.unique(np.fromiter((zlib.crc32(data[i : i + k]) for i in range(len(data) - k + 1)), dtype=np.uint64))
 
 
 def minhash_signatures(texts: Sequence[str], *, shingle: int, permutations: int, seed: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def near_duplicates(
         best: tuple[int, float] | None = None
         candidates: set[int] = set()
         for band in range(bands):
-            key = (band, sigs[i, band * rows:(band + 1) * rows].tobytes())
+            key = (band, sigs[i, band * rows : (band + 1) * rows].tobytes())
             candidates.update(buckets[key])
             buckets[key].append(i)
         for j in sorted(candidates):

@@ -16,8 +16,9 @@ from tasks.curate.sources import stable_seed
 EXAMPLES_PER_PAGE = 16
 
 
-def generate_tasks(envs: Mapping[str, Any], cfg: EnvironmentsConfig, *, split: str, seed: int,
-                   per_family: int) -> list[Any]:
+def generate_tasks(
+    envs: Mapping[str, Any], cfg: EnvironmentsConfig, *, split: str, seed: int, per_family: int
+) -> list[Any]:
     """``per_family`` tasks for each family, spread evenly over the configured difficulties.
 
     Easy levels hold few distinct tasks (single-digit arithmetic has a few hundred); what a level cannot
@@ -27,12 +28,17 @@ def generate_tasks(envs: Mapping[str, Any], cfg: EnvironmentsConfig, *, split: s
     levels = list(range(cfg.min_difficulty, cfg.max_difficulty + 1))
     tasks: list[Any] = []
     for family in cfg.families:
-        def draw(level: int, n: int, env: Any = envs[family], family: str = family) -> list[Any]:
-            return env.generate(n, seed=stable_seed(seed, split, family, level), difficulty=level,
-                                allow_fewer=True) if n else []
 
-        asked = {lv: per_family // len(levels) + (1 if i < per_family % len(levels) else 0)
-                 for i, lv in enumerate(levels)}
+        def draw(level: int, n: int, env: Any = envs[family], family: str = family) -> list[Any]:
+            return (
+                env.generate(n, seed=stable_seed(seed, split, family, level), difficulty=level, allow_fewer=True)
+                if n
+                else []
+            )
+
+        asked = {
+            lv: per_family // len(levels) + (1 if i < per_family % len(levels) else 0) for i, lv in enumerate(levels)
+        }
         got = {lv: draw(lv, n) for lv, n in asked.items()}
         short = per_family - sum(len(g) for g in got.values())
         for lv in levels:
@@ -40,16 +46,27 @@ def generate_tasks(envs: Mapping[str, Any], cfg: EnvironmentsConfig, *, split: s
                 got[lv] = draw(lv, asked[lv] + short)
                 short = per_family - sum(len(g) for g in got.values())
         if short:
-            raise ValueError(f"{family}: {per_family} {split} tasks asked, only {per_family - short} distinct tasks "
-                             f"exist at difficulties {levels[0]}..{levels[-1]}; ask for fewer or raise max_difficulty")
+            raise ValueError(
+                f"{family}: {per_family} {split} tasks asked, only {per_family - short} distinct tasks "
+                f"exist at difficulties {levels[0]}..{levels[-1]}; ask for fewer or raise max_difficulty"
+            )
         tasks.extend(t for lv in levels for t in got[lv])
     return tasks
 
 
 def prompt_frame(tasks: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"prompt_id": t.task_id, "family": t.family, "difficulty": int(t.difficulty), "prompt": t.prompt,
-          "answer": t.answer, "payload": t.payload} for t in tasks],
+        [
+            {
+                "prompt_id": t.task_id,
+                "family": t.family,
+                "difficulty": int(t.difficulty),
+                "prompt": t.prompt,
+                "answer": t.answer,
+                "payload": t.payload,
+            }
+            for t in tasks
+        ],
         columns=["prompt_id", "family", "difficulty", "prompt", "answer", "payload"],
     )
 
@@ -66,11 +83,33 @@ def candidate_frame(envs: Mapping[str, Any], tasks: Sequence[Any], *, seed: int,
     all_refs = _references(envs, tasks, lambda t: stable_seed(seed, t.task_id), n)
     for task, refs in zip(tasks, all_refs, strict=True):
         for idx, cand in enumerate(refs):
-            rows.append({"prompt_id": task.task_id, "candidate_idx": idx, "family": task.family,
-                         "difficulty": int(task.difficulty), "prompt": task.prompt, "response": cand.text,
-                         "style": cand.style, "correct": bool(cand.correct), "n_chars": len(cand.text)})
-    return pd.DataFrame(rows, columns=["prompt_id", "candidate_idx", "family", "difficulty", "prompt", "response",
-                                       "style", "correct", "n_chars"])
+            rows.append(
+                {
+                    "prompt_id": task.task_id,
+                    "candidate_idx": idx,
+                    "family": task.family,
+                    "difficulty": int(task.difficulty),
+                    "prompt": task.prompt,
+                    "response": cand.text,
+                    "style": cand.style,
+                    "correct": bool(cand.correct),
+                    "n_chars": len(cand.text),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "prompt_id",
+            "candidate_idx",
+            "family",
+            "difficulty",
+            "prompt",
+            "response",
+            "style",
+            "correct",
+            "n_chars",
+        ],
+    )
 
 
 def sft_frame(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -80,9 +119,13 @@ def sft_frame(candidates: pd.DataFrame) -> pd.DataFrame:
     """
     correct = candidates[candidates["correct"]].copy()
     correct["rank"] = (correct["style"] != "cot").astype(int)
-    correct = correct.sort_values(["prompt_id", "rank", "n_chars", "candidate_idx"], ascending=[True, True, False, True])
+    correct = correct.sort_values(
+        ["prompt_id", "rank", "n_chars", "candidate_idx"], ascending=[True, True, False, True]
+    )
     chosen = correct.drop_duplicates("prompt_id", keep="first")
-    return chosen[["prompt_id", "family", "difficulty", "prompt", "response", "style", "correct", "n_chars"]].reset_index(drop=True)
+    return chosen[
+        ["prompt_id", "family", "difficulty", "prompt", "response", "style", "correct", "n_chars"]
+    ].reset_index(drop=True)
 
 
 def example_pages(envs: Mapping[str, Any], tasks: Sequence[Any], *, seed: int, eos: str) -> list[dict[str, Any]]:
@@ -101,6 +144,11 @@ def example_pages(envs: Mapping[str, Any], tasks: Sequence[Any], *, seed: int, e
     pages = []
     for family, examples in by_family.items():
         for p in range(0, len(examples), EXAMPLES_PER_PAGE):
-            pages.append({"doc_id": f"env:{family}:page{p // EXAMPLES_PER_PAGE}", "source": f"env-{family}",
-                          "text": eos.join(examples[p:p + EXAMPLES_PER_PAGE])})
+            pages.append(
+                {
+                    "doc_id": f"env:{family}:page{p // EXAMPLES_PER_PAGE}",
+                    "source": f"env-{family}",
+                    "text": eos.join(examples[p : p + EXAMPLES_PER_PAGE]),
+                }
+            )
     return pages

@@ -26,13 +26,18 @@ def record_curation(run: Any, report: dict[str, Any], out_dir: Path, *, extra_do
     if extra_documents:
         run.log_file_input(Path(extra_documents), name="extra_documents", context="input")
     for name, file in TABLE_FILES.items():
-        run.log_table_input(pd.read_parquet(out_dir / file), name=f"curate/{name}", source=out_dir / file,
-                            context="output")
+        run.log_table_input(
+            pd.read_parquet(out_dir / file), name=f"curate/{name}", source=out_dir / file, context="output"
+        )
     run.log_file_input(out_dir / "shards", name="curate/shards", context="output")
     run.log_file_input(out_dir / "tokenizer", name="curate/tokenizer", context="output")
 
-    metrics = {"tokens_train": report["tokens"]["train"], "tokens_heldout": report["tokens"]["heldout"],
-               "sft_examples": report["sft_examples"], "candidates": report["candidates"]}
+    metrics = {
+        "tokens_train": report["tokens"]["train"],
+        "tokens_heldout": report["tokens"]["heldout"],
+        "sft_examples": report["sft_examples"],
+        "candidates": report["candidates"],
+    }
     for table, t in report["tables"].items():
         metrics[f"{table}.rows_in"] = t["rows_in"]
         metrics[f"{table}.rows_kept"] = t["rows_kept"]
@@ -41,20 +46,29 @@ def record_curation(run: Any, report: dict[str, Any], out_dir: Path, *, extra_do
     run.log_dict(report, "contract_report.json")
     run.log_artifact(out_dir / "quarantine.parquet", "contracts")
 
-    quarantined = {f"{table}:{rule}": n for table, t in report["tables"].items()
-                   for rule, n in t["quarantined_by_rule"].items()}
+    quarantined = {
+        f"{table}:{rule}": n for table, t in report["tables"].items() for rule, n in t["quarantined_by_rule"].items()
+    }
     figures = {
-        "plots/quarantine_by_rule.png": plots.bar_chart(quarantined or {"none": 0}, title="Quarantined rows by table:rule"),
+        "plots/quarantine_by_rule.png": plots.bar_chart(
+            quarantined or {"none": 0}, title="Quarantined rows by table:rule"
+        ),
         "plots/rows_by_table.png": plots.bar_chart(
-            {t: v["rows_kept"] for t, v in report["tables"].items()}, title="Rows kept per table"),
+            {t: v["rows_kept"] for t, v in report["tables"].items()}, title="Rows kept per table"
+        ),
         "plots/document_chars.png": _length_plot(out_dir),
     }
     deck = [
         "<h3>Contract report</h3>",
         plots.table_html(
-            [{"table": k, **{c: v[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
-              "by rule": ", ".join(f"{r}={n}" for r, n in v["quarantined_by_rule"].items())}
-             for k, v in report["tables"].items()],
+            [
+                {
+                    "table": k,
+                    **{c: v[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
+                    "by rule": ", ".join(f"{r}={n}" for r, n in v["quarantined_by_rule"].items()),
+                }
+                for k, v in report["tables"].items()
+            ],
             ["table", "rows_in", "rows_kept", "rows_quarantined", "by rule"],
         ),
         "<h3>great-expectations suites</h3>",

@@ -30,7 +30,7 @@ def write_shards(tokens: np.ndarray, out_dir: Path, *, split: str, shard_tokens:
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, start in enumerate(range(0, max(len(tokens), 1), shard_tokens)):
-        chunk = tokens[start:start + shard_tokens]
+        chunk = tokens[start : start + shard_tokens]
         if len(chunk) == 0:
             break
         path = out_dir / f"{split}-{i:05d}.bin"

@@ -25,8 +25,11 @@ def stdlib_files(max_files: int, seed: int) -> list[Path]:
     """A deterministic sample of the standard library's ``.py`` files (tests and site-packages excluded)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(
-        p for p in root.rglob("*.py")
-        if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts
+        p
+        for p in root.rglob("*.py")
+        if "site-packages" not in p.parts
+        and "test" not in p.parts
+        and "tests" not in p.parts
         and "idle_test" not in p.parts
     )
     ranked = sorted(files, key=lambda p: stable_seed(seed, p.relative_to(root).as_posix()))
@@ -51,7 +54,9 @@ def _lines_within(block: str, limit: int) -> Iterator[str]:
 def pack(text: str, separator: str, limit: int = CODE_CHUNK_CHARS) -> Iterator[str]:
     """Chunks of ``text`` of at most ``limit`` characters, cut at ``separator`` where possible, else at
     line boundaries: no chunk of our own sources can break the intake's size limit."""
-    blocks = [p for block in text.split(separator) for p in (_lines_within(block, limit) if len(block) > limit else [block])]
+    blocks = [
+        p for block in text.split(separator) for p in (_lines_within(block, limit) if len(block) > limit else [block])
+    ]
     chunk: list[str] = []
     size = 0
     for block in blocks:

@@ -44,34 +44,73 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def _screen_prompts(frame: pd.DataFrame, ledger: QuarantineLedger, *, table: str,
-                    index: EvalIndex | None) -> pd.DataFrame:
+def _screen_prompts(
+    frame: pd.DataFrame, ledger: QuarantineLedger, *, table: str, index: EvalIndex | None
+) -> pd.DataFrame:
     """Drop within-table duplicate prompts and (for training tables) prompts that leak an eval prompt."""
     normalised = frame["prompt"].map(lambda p: " ".join(p.split()).lower())
-    frame = drop_and_quarantine(frame, normalised.duplicated(keep="first"), ledger, table=table, id_col="prompt_id",
-                                text_col="prompt", rule="exact_duplicate", details="prompt seen earlier in the table")
+    frame = drop_and_quarantine(
+        frame,
+        normalised.duplicated(keep="first"),
+        ledger,
+        table=table,
+        id_col="prompt_id",
+        text_col="prompt",
+        rule="exact_duplicate",
+        details="prompt seen earlier in the table",
+    )
     if index is not None:
         leak = frame["prompt"].map(index.prompt_leak)
-        frame = drop_and_quarantine(frame, leak, ledger, table=table, id_col="prompt_id", text_col="prompt",
-                                    rule="eval_contamination", details="prompt equals an eval prompt")
+        frame = drop_and_quarantine(
+            frame,
+            leak,
+            ledger,
+            table=table,
+            id_col="prompt_id",
+            text_col="prompt",
+            rule="eval_contamination",
+            details="prompt equals an eval prompt",
+        )
     return PromptRow.validate(frame)
 
 
-def _filter_documents(docs: pd.DataFrame, ledger: QuarantineLedger, cfg: PipelineConfig,
-                      index: EvalIndex) -> pd.DataFrame:
+def _filter_documents(
+    docs: pd.DataFrame, ledger: QuarantineLedger, cfg: PipelineConfig, index: EvalIndex
+) -> pd.DataFrame:
     c = cfg.curate
     table = "pretrain_documents"
     texts = docs["text"].tolist()
     exact = pd.Series(dedup.exact_duplicates(texts), index=docs.index)
-    docs = drop_and_quarantine(docs, exact.notna(), ledger, table=table, id_col="doc_id", text_col="text",
-                               rule="exact_duplicate",
-                               details=exact.map(lambda j: f"same text as {docs.at[j, 'doc_id']}" if pd.notna(j) else ""))
-    near = pd.Series(dedup.near_duplicates(docs["text"].tolist(), shingle=c.shingle_chars,
-                                           permutations=c.minhash_permutations, bands=c.minhash_bands,
-                                           threshold=c.near_duplicate_jaccard, seed=cfg.seed), index=docs.index,
-                     dtype=object)
     docs = drop_and_quarantine(
-        docs, near.notna(), ledger, table=table, id_col="doc_id", text_col="text", rule="near_duplicate",
+        docs,
+        exact.notna(),
+        ledger,
+        table=table,
+        id_col="doc_id",
+        text_col="text",
+        rule="exact_duplicate",
+        details=exact.map(lambda j: f"same text as {docs.at[j, 'doc_id']}" if pd.notna(j) else ""),
+    )
+    near = pd.Series(
+        dedup.near_duplicates(
+            docs["text"].tolist(),
+            shingle=c.shingle_chars,
+            permutations=c.minhash_permutations,
+            bands=c.minhash_bands,
+            threshold=c.near_duplicate_jaccard,
+            seed=cfg.seed,
+        ),
+        index=docs.index,
+        dtype=object,
+    )
+    docs = drop_and_quarantine(
+        docs,
+        near.notna(),
+        ledger,
+        table=table,
+        id_col="doc_id",
+        text_col="text",
+        rule="near_duplicate",
         details=near.map(lambda m: f"~{m[1]:.2f} Jaccard with {docs.at[m[0], 'doc_id']}" if m else ""),
     )
     # Environment text is decontaminated where it is generated, task by task (its prompts against the eval
@@ -80,7 +119,13 @@ def _filter_documents(docs: pd.DataFrame, ledger: QuarantineLedger, cfg: Pipelin
     free_text = ~docs["source"].str.startswith("env-")
     shared = docs["text"].where(free_text, "").map(index.shared_ngram)
     return drop_and_quarantine(
-        docs, shared.notna(), ledger, table=table, id_col="doc_id", text_col="text", rule="eval_contamination",
+        docs,
+        shared.notna(),
+        ledger,
+        table=table,
+        id_col="doc_id",
+        text_col="text",
+        rule="eval_contamination",
         details=shared.map(lambda g: f"shares eval {index.n}-gram {' '.join(g)!r}" if g else ""),
     )
 
@@ -132,8 +177,12 @@ def run_curation(
     progress("generating environment tasks")
     generated = {
         name: generate_tasks(envs, env_cfg, split=name, seed=cfg.seed, per_family=n)
-        for name, n in [("eval", env_cfg.eval_prompts_per_family), ("rl", env_cfg.rl_prompts_per_family),
-                        ("sft", env_cfg.sft_prompts_per_family), ("pretrain", cur.env_pretrain_prompts_per_family)]
+        for name, n in [
+            ("eval", env_cfg.eval_prompts_per_family),
+            ("rl", env_cfg.rl_prompts_per_family),
+            ("sft", env_cfg.sft_prompts_per_family),
+            ("pretrain", cur.env_pretrain_prompts_per_family),
+        ]
     }
     task_by_id = {t.task_id: t for tasks in generated.values() for t in tasks}
     splits = {name: prompt_frame(tasks) for name, tasks in generated.items()}
@@ -141,34 +190,55 @@ def run_curation(
         tables_in[f"{name}_prompts"] = len(frame)
     eval_df = _screen_prompts(splits["eval"], ledger, table="eval_prompts", index=None)
     index = EvalIndex.build(zip(eval_df["prompt"], eval_df["answer"], strict=True), n=cur.decontam_ngram)
-    kept = {name: _screen_prompts(splits[name], ledger, table=f"{name}_prompts", index=index)
-            for name in ("rl", "sft", "pretrain")}
+    kept = {
+        name: _screen_prompts(splits[name], ledger, table=f"{name}_prompts", index=index)
+        for name in ("rl", "sft", "pretrain")
+    }
 
     progress("writing verified candidate responses")
     sft_tasks = [task_by_id[i] for i in kept["sft"]["prompt_id"]]
-    candidates = CandidateResponse.validate(candidate_frame(envs, sft_tasks, seed=cfg.seed, n=env_cfg.responses_per_prompt))
+    candidates = CandidateResponse.validate(
+        candidate_frame(envs, sft_tasks, seed=cfg.seed, n=env_cfg.responses_per_prompt)
+    )
     sft = SFTExample.validate(sft_frame(candidates))
 
     progress("collecting pre-training documents")
     raw_rows = stdlib_documents(cur.stdlib_max_files, cfg.seed)
     raw_rows += example_pages(envs, [task_by_id[i] for i in kept["pretrain"]["prompt_id"]], seed=cfg.seed, eos=EOS)
     for family in env_cfg.families:
-        raw_rows += [{"doc_id": f"env-corpus:{family}:{i}", "source": f"env-{family}-corpus", "text": text}
-                     for i, text in enumerate(envs[family].pretrain_documents())]
+        raw_rows += [
+            {"doc_id": f"env-corpus:{family}:{i}", "source": f"env-{family}-corpus", "text": text}
+            for i, text in enumerate(envs[family].pretrain_documents())
+        ]
     # Our own sources always quarantine; ``on_bad_rows`` decides for the user's documents.
     seen_ids: set[str] = set()
-    intakes = [screen_documents(raw_rows, ledger, table="pretrain_documents", min_chars=cur.min_doc_chars,
-                                max_chars=cur.max_doc_chars, seen_ids=seen_ids)]
+    intakes = [
+        screen_documents(
+            raw_rows,
+            ledger,
+            table="pretrain_documents",
+            min_chars=cur.min_doc_chars,
+            max_chars=cur.max_doc_chars,
+            seen_ids=seen_ids,
+        )
+    ]
     if extra_documents:
-        intakes.append(screen_documents(read_extra_documents(extra_documents), ledger, table="pretrain_documents",
-                                        min_chars=cur.min_doc_chars, max_chars=cur.max_doc_chars,
-                                        on_bad_rows=on_bad_rows, seen_ids=seen_ids))
+        intakes.append(
+            screen_documents(
+                read_extra_documents(extra_documents),
+                ledger,
+                table="pretrain_documents",
+                min_chars=cur.min_doc_chars,
+                max_chars=cur.max_doc_chars,
+                on_bad_rows=on_bad_rows,
+                seen_ids=seen_ids,
+            )
+        )
     kept_docs = pd.concat([i.kept for i in intakes], ignore_index=True)
     tables_in["pretrain_documents"] = sum(i.rows_in for i in intakes)
 
     progress(f"deduplicating and decontaminating {len(kept_docs)} documents")
-    docs = _assign_split(_filter_documents(kept_docs, ledger, cfg, index), fraction=cur.heldout_fraction,
-                         seed=cfg.seed)
+    docs = _assign_split(_filter_documents(kept_docs, ledger, cfg, index), fraction=cur.heldout_fraction, seed=cfg.seed)
 
     progress("training the tokenizer")
     train_docs = docs[docs["split"] == "train"]
@@ -179,14 +249,25 @@ def run_curation(
 
     progress("writing token shards")
     copies = mixture_copies(train_docs, cur.env_upsample)
-    stream = [(stable_seed(cfg.seed, "order", doc_id, k), text)
-              for doc_id, text, n in zip(train_docs["doc_id"], train_docs["text"], copies, strict=True) for k in range(n)]
+    stream = [
+        (stable_seed(cfg.seed, "order", doc_id, k), text)
+        for doc_id, text, n in zip(train_docs["doc_id"], train_docs["text"], copies, strict=True)
+        for k in range(n)
+    ]
     stream.sort(key=lambda item: item[0])
-    shard_entries = write_shards(tokenize_documents(tokenizer, [text for _, text in stream], eos_id),
-                                 out_dir / "shards", split="train", shard_tokens=cur.shard_tokens)
+    shard_entries = write_shards(
+        tokenize_documents(tokenizer, [text for _, text in stream], eos_id),
+        out_dir / "shards",
+        split="train",
+        shard_tokens=cur.shard_tokens,
+    )
     heldout_docs = docs[docs["split"] == "heldout"]
-    shard_entries += write_shards(tokenize_documents(tokenizer, heldout_docs["text"].tolist(), eos_id),
-                                  out_dir / "shards", split="heldout", shard_tokens=cur.shard_tokens)
+    shard_entries += write_shards(
+        tokenize_documents(tokenizer, heldout_docs["text"].tolist(), eos_id),
+        out_dir / "shards",
+        split="heldout",
+        shard_tokens=cur.shard_tokens,
+    )
     shard_index = pd.DataFrame(shard_entries)
     write_json(out_dir / "shards" / "index.json", shard_entries)
 
@@ -200,28 +281,43 @@ def run_curation(
         validate_table(shard_index, "shards"),
     ]
 
-    tables_out = {"eval_prompts": len(eval_df), "rl_prompts": len(kept["rl"]), "sft_prompts": len(kept["sft"]),
-                  "pretrain_prompts": len(kept["pretrain"]), "pretrain_documents": len(docs)}
+    tables_out = {
+        "eval_prompts": len(eval_df),
+        "rl_prompts": len(kept["rl"]),
+        "sft_prompts": len(kept["sft"]),
+        "pretrain_prompts": len(kept["pretrain"]),
+        "pretrain_documents": len(docs),
+    }
     report = {
         "config_hash": config_hash(cfg),
         "tables": {
-            name: {"rows_in": tables_in[name], "rows_kept": tables_out[name],
-                   "rows_quarantined": ledger.count(name), "quarantined_by_rule": ledger.counts(name)}
+            name: {
+                "rows_in": tables_in[name],
+                "rows_kept": tables_out[name],
+                "rows_quarantined": ledger.count(name),
+                "quarantined_by_rule": ledger.counts(name),
+            }
             for name in tables_in
         },
         "suites": [s.as_dict() for s in suites],
-        "decontamination": {"ngram": index.n, "eval_content_ngrams": len(index.content_ngrams),
-                            "template_ngrams_ignored": index.template_ngrams_ignored},
-        "tokens": {split: int(shard_index.loc[shard_index["split"] == split, "n_tokens"].sum())
-                   for split in ("train", "heldout")},
+        "decontamination": {
+            "ngram": index.n,
+            "eval_content_ngrams": len(index.content_ngrams),
+            "template_ngrams_ignored": index.template_ngrams_ignored,
+        },
+        "tokens": {
+            split: int(shard_index.loc[shard_index["split"] == split, "n_tokens"].sum())
+            for split in ("train", "heldout")
+        },
         "sft_examples": len(sft),
         "candidates": len(candidates),
         "tokenizer_vocab": tokenizer.get_vocab_size(),
     }
     for name, t in report["tables"].items():
         if t["rows_in"] != t["rows_kept"] + t["rows_quarantined"]:
-            raise AssertionError(f"{name}: rows_in {t['rows_in']} != kept {t['rows_kept']} + quarantined "
-                                 f"{t['rows_quarantined']}")
+            raise AssertionError(
+                f"{name}: rows_in {t['rows_in']} != kept {t['rows_kept']} + quarantined {t['rows_quarantined']}"
+            )
 
     docs.to_parquet(out_dir / "pretrain_documents.parquet", index=False)
     sft.to_parquet(out_dir / "sft.parquet", index=False)

@@ -13,8 +13,9 @@ from tasks.cli_common import add_config_arguments, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.post_train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.post_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     curated, base, out_dir = stage_dir("curate"), stage_dir("pretrain"), output_dir("post_train")
     history: dict[str, list] = {}
     with stage("post_train", cfg, parent_run_id=None) as run:
+
         def on_log(phase, step, metrics):
             history.setdefault(phase, []).append((step, dict(metrics)))
 

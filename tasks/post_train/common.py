@@ -18,8 +18,9 @@ from configs import PipelineConfig
 from configs.training import OptimConfig
 
 
-def response_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                   masks: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def response_batch(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ``input_ids [B, T]``, ``attention [B, T]`` and ``target_mask [B, T-1]``: target position
     t (predicting token t+1) counts iff token t+1 is a model-written response token."""
     width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
@@ -47,8 +48,9 @@ def phase_engine(model, cfg: PipelineConfig, *, lr: float, steps: int):
     return build_engine(model, cfg.post_train.engine, optim, total_steps=steps)
 
 
-def evaluate(model, tokenizer, envs: Mapping[str, Any], tasks: Sequence[Any], cfg: PipelineConfig,
-             checkpoint: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(
+    model, tokenizer, envs: Mapping[str, Any], tasks: Sequence[Any], cfg: PipelineConfig, checkpoint: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     from evals.harness import evaluate_policy
     from inference.native import NativeEngine
     from inference.sampling import SamplingParams
@@ -56,9 +58,14 @@ def evaluate(model, tokenizer, envs: Mapping[str, Any], tasks: Sequence[Any], cf
 
     engine = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
     ev = cfg.post_train.eval
-    return evaluate_policy(engine, envs, tasks, checkpoint=checkpoint,
-                           params=SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens),
-                           max_turns=ev.max_tool_turns)
+    return evaluate_policy(
+        engine,
+        envs,
+        tasks,
+        checkpoint=checkpoint,
+        params=SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens),
+        max_turns=ev.max_tool_turns,
+    )
 
 
 def eval_metrics(summary: pd.DataFrame, prefix: str) -> dict[str, float]:

@@ -22,8 +22,9 @@ from tasks.post_train.common import phase_engine, response_batch, token_logps
 OnLog = Callable[[str, int, Mapping[str, float]], None]
 
 
-def sft_rows(candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any], tasks_by_id: Mapping[str, Any],
-             mode: str) -> tuple[list[dict[str, str]], dict[str, float]]:
+def sft_rows(
+    candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any], tasks_by_id: Mapping[str, Any], mode: str
+) -> tuple[list[dict[str, str]], dict[str, float]]:
     """(prompt, response) rows: the plain full-length SFT table, or shortest-correct selection + pruning."""
     if mode == "full":
         rows = [{"prompt": r.prompt, "response": r.response} for r in sft.itertuples()]
@@ -40,7 +41,8 @@ def sft_rows(candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any
         return known[prompt_id, text]
 
     selected, stats = select_shortest_correct(
-        ({"prompt_id": r.prompt_id, "text": r.response} for r in candidates.itertuples()), verify)
+        ({"prompt_id": r.prompt_id, "text": r.response} for r in candidates.itertuples()), verify
+    )
     prompts = dict(zip(candidates["prompt_id"], candidates["prompt"], strict=False))
     rows = [{"prompt": prompts[s["prompt_id"]], "response": s["text"]} for s in selected]
     stats = {k: float(v) for k, v in stats.items()}
@@ -49,14 +51,21 @@ def sft_rows(candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any
     return rows, stats
 
 
-def sft_phase(model, tokenizer, rows: Sequence[Mapping[str, str]], cfg: PipelineConfig, on_log: OnLog) -> dict[str, float]:
+def sft_phase(
+    model, tokenizer, rows: Sequence[Mapping[str, str]], cfg: PipelineConfig, on_log: OnLog
+) -> dict[str, float]:
     from tasks.curate.tokenizer import EOS, PAD
     from training.objectives import pack_examples, sft_loss
 
     p = cfg.post_train.sft
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
-    ids_NT, mask_NT = pack_examples([encode(r["prompt"]) for r in rows], [encode(r["response"]) for r in rows],
-                                    p.seq_len, tokenizer.token_to_id(PAD), tokenizer.token_to_id(EOS))
+    ids_NT, mask_NT = pack_examples(
+        [encode(r["prompt"]) for r in rows],
+        [encode(r["response"]) for r in rows],
+        p.seq_len,
+        tokenizer.token_to_id(PAD),
+        tokenizer.token_to_id(EOS),
+    )
     engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     last: dict[str, float] = {}
@@ -66,14 +75,28 @@ def sft_phase(model, tokenizer, rows: Sequence[Mapping[str, str]], cfg: Pipeline
         loss, stats = sft_loss(out.logits, ids_NT[pick], mask_NT[pick])
         engine.backward(loss)
         result = engine.step()
-        last = {"loss": float(loss.detach()), "token_accuracy": float(stats["accuracy"]), "grad_norm": float(result.grad_norm)}
+        last = {
+            "loss": float(loss.detach()),
+            "token_accuracy": float(stats["accuracy"]),
+            "grad_norm": float(result.grad_norm),
+        }
         if step % 10 == 0 or step == p.steps:
             on_log("sft", step, last)
     return {"packed_rows": float(ids_NT.shape[0]), **last}
 
 
-def _sample_groups(model, tokenizer, envs, tasks: Sequence[Any], *, samples: int, temperature: float,
-                   max_new_tokens: int, seed: int, max_turns: int) -> list[Any]:
+def _sample_groups(
+    model,
+    tokenizer,
+    envs,
+    tasks: Sequence[Any],
+    *,
+    samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    max_turns: int,
+) -> list[Any]:
     from inference.native import NativeEngine
     from inference.rollout import rollout
     from inference.sampling import SamplingParams
@@ -107,23 +130,37 @@ def rl_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, 
     last: dict[str, float] = {}
     for step in range(1, p.steps + 1):
         batch_tasks = rng.sample(list(tasks), min(p.prompts_per_step, len(tasks)))
-        rolls = _sample_groups(engine.module, tokenizer, envs, batch_tasks, samples=p.samples_per_prompt,
-                               temperature=p.temperature, max_new_tokens=p.max_new_tokens, seed=cfg.seed + step,
-                               max_turns=cfg.post_train.eval.max_tool_turns)
+        rolls = _sample_groups(
+            engine.module,
+            tokenizer,
+            envs,
+            batch_tasks,
+            samples=p.samples_per_prompt,
+            temperature=p.temperature,
+            max_new_tokens=p.max_new_tokens,
+            seed=cfg.seed + step,
+            max_turns=cfg.post_train.eval.max_tool_turns,
+        )
         verdicts = [envs[r.task.family].verify(r.task, r.text) for r in rolls]
         rewards = []
         for g in range(len(batch_tasks)):
             sl = slice(g * p.samples_per_prompt, (g + 1) * p.samples_per_prompt)
-            group = [ScoredResponse(text=r.text, correct=v.correct, format_ok=v.format_ok, length=r.model_tokens)
-                     for r, v in zip(rolls[sl], verdicts[sl], strict=True)]
+            group = [
+                ScoredResponse(text=r.text, correct=v.correct, format_ok=v.format_ok, length=r.model_tokens)
+                for r, v in zip(rolls[sl], verdicts[sl], strict=True)
+            ]
             r_G, _ = evo_cot_rewards(group, reward_cfg)
             rewards.append(r_G)
         rewards_NG = torch.stack(rewards)
         adv_B = group_advantages(rewards_NG).reshape(-1)
         correct = [v.correct for v in verdicts]
         lengths = [r.model_tokens for r in rolls]
-        ids_BT, attn_BT, target_BT = response_batch([r.prompt_ids for r in rolls], [r.response_ids for r in rolls],
-                                                    [r.response_mask for r in rolls], tokenizer.token_to_id(PAD))
+        ids_BT, attn_BT, target_BT = response_batch(
+            [r.prompt_ids for r in rolls],
+            [r.response_ids for r in rolls],
+            [r.response_mask for r in rolls],
+            tokenizer.token_to_id(PAD),
+        )
         units_BT = _unit_ids(tokenizer, rolls, target_BT.shape[1]) if p.level == "sentence" else None
         with torch.no_grad():
             logp_old_BT = token_logps(engine.module, ids_BT, attn_BT)
@@ -161,8 +198,9 @@ def _unit_ids(tokenizer, rolls: Sequence[Any], width: int) -> torch.Tensor:
     return out_BT
 
 
-def preference_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig,
-                     on_log: OnLog) -> dict[str, float]:
+def preference_phase(
+    model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, on_log: OnLog
+) -> dict[str, float]:
     """On-policy samples -> verified pairs (shortest correct vs worse) -> offset-DPO against the phase's
     starting policy as reference, with the bidirectional score gap as margin."""
     from tasks.curate.tokenizer import PAD
@@ -177,34 +215,65 @@ def preference_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: Pipeline
     last: dict[str, float] = {"pairs": 0.0}
     for step in range(1, p.steps + 1):
         batch_tasks = rng.sample(list(tasks), min(p.prompts_per_step, len(tasks)))
-        rolls = _sample_groups(engine.module, tokenizer, envs, batch_tasks, samples=p.samples_per_prompt,
-                               temperature=1.0, max_new_tokens=cfg.post_train.rl.max_new_tokens,
-                               seed=cfg.seed + 1000 + step, max_turns=cfg.post_train.eval.max_tool_turns)
+        rolls = _sample_groups(
+            engine.module,
+            tokenizer,
+            envs,
+            batch_tasks,
+            samples=p.samples_per_prompt,
+            temperature=1.0,
+            max_new_tokens=cfg.post_train.rl.max_new_tokens,
+            seed=cfg.seed + 1000 + step,
+            max_turns=cfg.post_train.eval.max_tool_turns,
+        )
         by_text = {}
         rows = []
         for r in rolls:
             v = envs[r.task.family].verify(r.task, r.text)
             by_text[(r.task.task_id, r.text)] = r
-            rows.append({"prompt_id": r.task.task_id, "text": r.text, "correct": v.correct, "format_ok": v.format_ok,
-                         "length": r.model_tokens})
+            rows.append(
+                {
+                    "prompt_id": r.task.task_id,
+                    "text": r.text,
+                    "correct": v.correct,
+                    "format_ok": v.format_ok,
+                    "length": r.model_tokens,
+                }
+            )
         pairs = build_preference_pairs(rows, max_pairs_per_prompt=1)
         if not pairs:
             on_log("preference", step, {"pairs": 0.0})
             continue
         chosen = [by_text[(pp.prompt_id, pp.chosen)] for pp in pairs]
         rejected = [by_text[(pp.prompt_id, pp.rejected)] for pp in pairs]
-        c_ids, c_attn, c_mask = response_batch([r.prompt_ids for r in chosen], [r.response_ids for r in chosen],
-                                               [r.response_mask for r in chosen], pad)
-        r_ids, r_attn, r_mask = response_batch([r.prompt_ids for r in rejected], [r.response_ids for r in rejected],
-                                               [r.response_mask for r in rejected], pad)
+        c_ids, c_attn, c_mask = response_batch(
+            [r.prompt_ids for r in chosen], [r.response_ids for r in chosen], [r.response_mask for r in chosen], pad
+        )
+        r_ids, r_attn, r_mask = response_batch(
+            [r.prompt_ids for r in rejected],
+            [r.response_ids for r in rejected],
+            [r.response_mask for r in rejected],
+            pad,
+        )
         with torch.no_grad():
             ref_c, ref_r = token_logps(reference, c_ids, c_attn), token_logps(reference, r_ids, r_attn)
         loss, stats = preference_loss(
-            token_logps(engine, c_ids, c_attn), token_logps(engine, r_ids, r_attn), ref_c, ref_r, c_mask, r_mask,
-            torch.tensor([pp.chosen_score for pp in pairs]), torch.tensor([pp.rejected_score for pp in pairs]), loss_cfg)
+            token_logps(engine, c_ids, c_attn),
+            token_logps(engine, r_ids, r_attn),
+            ref_c,
+            ref_r,
+            c_mask,
+            r_mask,
+            torch.tensor([pp.chosen_score for pp in pairs]),
+            torch.tensor([pp.rejected_score for pp in pairs]),
+            loss_cfg,
+        )
         engine.backward(loss)
         engine.step()
-        last = {"loss": float(loss.detach()), "pairs": float(len(pairs)),
-                **{k: float(v) for k, v in stats.items() if v.numel() == 1}}
+        last = {
+            "loss": float(loss.detach()),
+            "pairs": float(len(pairs)),
+            **{k: float(v) for k, v in stats.items() if v.numel() == 1},
+        }
         on_log("preference", step, last)
     return last

@@ -10,8 +10,14 @@ import pandas as pd
 from lineage import plots
 
 
-def record_post_train(run: Any, metrics: dict[str, Any], curated: Path, base: Path, out_dir: Path,
-                      history: dict[str, list[tuple[int, dict[str, float]]]]) -> str:
+def record_post_train(
+    run: Any,
+    metrics: dict[str, Any],
+    curated: Path,
+    base: Path,
+    out_dir: Path,
+    history: dict[str, list[tuple[int, dict[str, float]]]],
+) -> str:
     for name in ("candidates", "sft", "rl_prompts", "eval"):
         frame = pd.read_parquet(curated / f"{name}.parquet")
         run.log_table_input(frame, name=f"curate/{name}", source=curated / f"{name}.parquet", context="training")
@@ -23,26 +29,40 @@ def record_post_train(run: Any, metrics: dict[str, Any], curated: Path, base: Pa
     overall = summary[summary["family"] == "all"]
     deck = ["<h3>Evaluation after each phase</h3>", plots.table_html(summary.to_dict("records"), list(summary.columns))]
     figures = {
-        "plots/accuracy_by_phase.png": plots.bar_chart(dict(zip(overall["checkpoint"], overall["accuracy"], strict=True)),
-                                                       title="Eval accuracy after each phase", ylabel="accuracy"),
+        "plots/accuracy_by_phase.png": plots.bar_chart(
+            dict(zip(overall["checkpoint"], overall["accuracy"], strict=True)),
+            title="Eval accuracy after each phase",
+            ylabel="accuracy",
+        ),
         "plots/tokens_per_correct_by_phase.png": plots.bar_chart(
             dict(zip(overall["checkpoint"], overall["mean_tokens_correct"].fillna(0.0), strict=True)),
-            title="Mean output tokens per correct answer", ylabel="tokens"),
+            title="Mean output tokens per correct answer",
+            ylabel="tokens",
+        ),
     }
-    for phase, keys in (("sft", ("loss", "token_accuracy")), ("rl", ("reward", "accuracy", "clip_fraction")),
-                        ("preference", ("loss", "pairs"))):
+    for phase, keys in (
+        ("sft", ("loss", "token_accuracy")),
+        ("rl", ("reward", "accuracy", "clip_fraction")),
+        ("preference", ("loss", "pairs")),
+    ):
         points = history.get(phase, [])
         if points:
             steps = [s for s, _ in points]
             figures[f"plots/{phase}_curves.png"] = plots.line_chart(
                 {k: (steps, [m.get(k, float("nan")) for _, m in points]) for k in keys},
-                title=f"{phase} phase", xlabel="step", ylabel="value")
+                title=f"{phase} phase",
+                xlabel="step",
+                ylabel="value",
+            )
     rl_points = history.get("rl", [])
     if rl_points:
         steps = [s for s, _ in rl_points]
         figures["plots/rl_length.png"] = plots.line_chart(
             {k: (steps, [m[k] for _, m in rl_points]) for k in ("mean_response_tokens", "mean_correct_tokens")},
-            title="RL: response length", xlabel="step", ylabel="model tokens")
+            title="RL: response length",
+            xlabel="step",
+            ylabel="model tokens",
+        )
     for artifact, fig in figures.items():
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))

@@ -10,6 +10,7 @@ Outputs under ``out_dir``:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from configs import PipelineConfig
 from tasks.post_train.common import eval_metrics, evaluate
 
+logger = logging.getLogger(__name__)
 OnLog = Callable[[str, int, Mapping[str, float]], None]
 PHASES = ("base", "sft", "rl", "preference")
 
@@ -28,12 +30,22 @@ PHASES = ("base", "sft", "rl", "preference")
 def _tasks(frame: pd.DataFrame) -> list[Any]:
     from environments import Task
 
-    return [Task(task_id=r.prompt_id, family=r.family, difficulty=int(r.difficulty), prompt=r.prompt,
-                 answer=r.answer, payload=r.payload) for r in frame.itertuples()]
+    return [
+        Task(
+            task_id=r.prompt_id,
+            family=r.family,
+            difficulty=int(r.difficulty),
+            prompt=r.prompt,
+            answer=r.answer,
+            payload=r.payload,
+        )
+        for r in frame.itertuples()
+    ]
 
 
-def run_post_train(cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *,
-                   on_log: OnLog | None = None) -> dict[str, Any]:
+def run_post_train(
+    cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *, on_log: OnLog | None = None
+) -> dict[str, Any]:
     from environments import all_environments
     from model import export_hf, load_hf
     from tasks.curate.tokenizer import load_tokenizer
@@ -41,7 +53,13 @@ def run_post_train(cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path
     from tasks.pretrain.stage import eval_tasks
 
     torch.manual_seed(cfg.seed)
-    log = on_log or (lambda phase, step, metrics: None)
+
+    def log(phase: str, step: int, metrics: Mapping[str, float]) -> None:
+        shown = {k: round(v, 4) for k, v in metrics.items() if "." not in k or k.endswith(".all.accuracy")}
+        logger.info("%s %d %s", phase, step, shown)
+        if on_log is not None:
+            on_log(phase, step, metrics)
+
     envs = all_environments(cfg.environments)
     tokenizer = load_tokenizer(curated / "tokenizer")
     model = load_hf(base / "checkpoint", base=cfg.model)
@@ -59,7 +77,7 @@ def run_post_train(cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path
         summaries.append(summary)
         flat = eval_metrics(summary, f"eval.{phase}")
         metrics.update(flat)
-        log(phase, 0, flat)
+        log("eval", PHASES.index(phase), flat)
 
     checkpoint_eval("base")
     rows, selection = sft_rows(candidates, sft_table, envs, sft_tasks, cfg.post_train.sft.data)
@@ -85,4 +103,3 @@ def run_post_train(cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path
     metrics["final_phase"] = table["checkpoint"].iloc[-1]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
     return metrics
-

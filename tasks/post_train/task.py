@@ -30,17 +30,24 @@ def post_train(config_json: str, parent_run_id: str, curated: FlyteDirectory, ba
     out_dir = output_dir("post_train")
     history: dict[str, list] = {}
     with stage("post_train", cfg, parent_run_id) as run:
-        offsets = {"sft": 0, "rl": 10_000, "preference": 20_000}
+        offsets = {"eval": 0, "sft": 0, "rl": 10_000, "preference": 20_000}
 
         def on_log(phase, step, metrics):
             history.setdefault(phase, []).append((step, dict(metrics)))
-            run.log_metrics({f"{phase}.{k}" if not k.startswith("eval.") else k: v for k, v in metrics.items()},
-                            step=offsets.get(phase, 0) + step)
+            run.log_metrics(
+                {f"{phase}.{k}" if not k.startswith("eval.") else k: v for k, v in metrics.items()},
+                step=offsets.get(phase, 0) + step,
+            )
 
         metrics = run_post_train(cfg, curated_dir, base_dir, out_dir, on_log=on_log)
         Deck("post_train", record_post_train(run, metrics, curated_dir, base_dir, out_dir, history))
         final = metrics["final_phase"]
-        report = {"stage": "post_train", "mlflow_run_id": run.run_id, "dvc": version_outputs("post_train", cfg, run),
-                  "summary_metrics": {k.removeprefix(f"eval.{final}."): v for k, v in metrics.items()
-                                      if k.startswith(f"eval.{final}.all.")}}
+        report = {
+            "stage": "post_train",
+            "mlflow_run_id": run.run_id,
+            "dvc": version_outputs("post_train", cfg, run),
+            "summary_metrics": {
+                k.removeprefix(f"eval.{final}."): v for k, v in metrics.items() if k.startswith(f"eval.{final}.all.")
+            },
+        }
     return PostTrainOutputs(instant=FlyteDirectory(str(out_dir)), report_json=json.dumps(report, sort_keys=True))

@@ -13,8 +13,9 @@ from tasks.cli_common import add_config_arguments, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.pretrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -28,15 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     curated, out_dir = stage_dir("curate"), output_dir("pretrain")
     history: list = []
     with stage("pretrain", cfg, parent_run_id=None) as run:
+
         def on_log(step, metrics):
             history.append((step, dict(metrics)))
             run.log_metrics(metrics, step=step)
 
-        metrics = run_pretrain(cfg, curated, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain",
-                               on_log=on_log)
+        metrics = run_pretrain(
+            cfg, curated, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain", on_log=on_log
+        )
         record_pretrain(run, metrics, curated, out_dir, history)
-    print(f"pretrain: wrote {out_dir}; held-out loss {metrics['heldout_loss']:.3f} "
-          f"(unigram {metrics['unigram_heldout_loss']:.3f}); MLflow run {run.run_id}")
+    print(
+        f"pretrain: wrote {out_dir}; held-out loss {metrics['heldout_loss']:.3f} "
+        f"(unigram {metrics['unigram_heldout_loss']:.3f}); MLflow run {run.run_id}"
+    )
     return 0
 
 

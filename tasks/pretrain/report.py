@@ -10,8 +10,9 @@ import pandas as pd
 from lineage import plots
 
 
-def record_pretrain(run: Any, metrics: dict[str, Any], curated: Path, out_dir: Path,
-                    history: list[tuple[int, dict[str, float]]]) -> str:
+def record_pretrain(
+    run: Any, metrics: dict[str, Any], curated: Path, out_dir: Path, history: list[tuple[int, dict[str, float]]]
+) -> str:
     run.log_file_input(curated / "shards", name="curate/shards", context="training")
     run.log_file_input(curated / "tokenizer", name="curate/tokenizer", context="training")
     eval_frame = pd.read_parquet(curated / "eval.parquet")
@@ -29,24 +30,36 @@ def record_pretrain(run: Any, metrics: dict[str, Any], curated: Path, out_dir: P
     run.log_artifact(out_dir / "eval_rollouts.parquet", "eval")
     deck = ["<h3>Evaluation</h3>", plots.table_html(summary.to_dict("records"), list(summary.columns))]
     figures = {
-        "plots/eval_accuracy.png": plots.bar_chart(dict(zip(summary["family"], summary["accuracy"], strict=True)),
-                                                   title="Eval accuracy by family (pretrained base)", ylabel="accuracy"),
+        "plots/eval_accuracy.png": plots.bar_chart(
+            dict(zip(summary["family"], summary["accuracy"], strict=True)),
+            title="Eval accuracy by family (pretrained base)",
+            ylabel="accuracy",
+        ),
     }
     if history:
         steps = [s for s, _ in history]
-        curves = {k: (steps, [m.get(k, float("nan")) for _, m in history]) for k in ("loss", "lm_loss", "mtp_loss")
-                  if any(k in m for _, m in history)}
+        curves = {
+            k: (steps, [m.get(k, float("nan")) for _, m in history])
+            for k in ("loss", "lm_loss", "mtp_loss")
+            if any(k in m for _, m in history)
+        }
         curves["heldout (merged, end)"] = ([steps[-1]], [metrics["heldout_loss"]])
         curves["unigram baseline"] = ([steps[0], steps[-1]], [metrics["unigram_heldout_loss"]] * 2)
         figures["plots/loss.png"] = plots.line_chart(curves, title="Pre-training loss", xlabel="step", ylabel="nats")
         if any("load_balance" in m for _, m in history):
             figures["plots/expert_load_balance.png"] = plots.line_chart(
                 {"max/mean expert load": (steps, [m.get("load_balance", float("nan")) for _, m in history])},
-                title="MoE load balance (1 = balanced)", xlabel="step", ylabel="ratio")
+                title="MoE load balance (1 = balanced)",
+                xlabel="step",
+                ylabel="ratio",
+            )
         if any("tokens_per_s" in m for _, m in history):
             figures["plots/throughput.png"] = plots.line_chart(
                 {"tokens/s": (steps, [m.get("tokens_per_s", float("nan")) for _, m in history])},
-                title="Training throughput", xlabel="step", ylabel="tokens/s")
+                title="Training throughput",
+                xlabel="step",
+                ylabel="tokens/s",
+            )
     for artifact, fig in figures.items():
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))

@@ -34,8 +34,17 @@ def eval_tasks(curated: Path, per_family: int) -> list[Any]:
     frame = pd.read_parquet(curated / "eval.parquet")
     levels = frame.groupby("family")["difficulty"].nunique().max()
     frame = frame.groupby(["family", "difficulty"], sort=True).head(-(-per_family // levels))
-    return [Task(task_id=r.prompt_id, family=r.family, difficulty=int(r.difficulty), prompt=r.prompt,
-                 answer=r.answer, payload=r.payload) for r in frame.itertuples()]
+    return [
+        Task(
+            task_id=r.prompt_id,
+            family=r.family,
+            difficulty=int(r.difficulty),
+            prompt=r.prompt,
+            answer=r.answer,
+            payload=r.payload,
+        )
+        for r in frame.itertuples()
+    ]
 
 
 def lm_loss_fn(engine, batch_BT: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -69,8 +78,9 @@ def load_balance(stats: Mapping[str, Any]) -> float:
     return float((counts.max(-1).values / counts.mean(-1).clamp_min(1e-9)).mean())
 
 
-def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoint_root: Path,
-                 on_log: OnLog | None = None) -> dict[str, Any]:
+def run_pretrain(
+    cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoint_root: Path, on_log: OnLog | None = None
+) -> dict[str, Any]:
     from evals.harness import evaluate_policy, heldout_loss, unigram_loss
     from inference.native import NativeEngine
     from model import Ling2ForCausalLM, count_parameters, export_hf, load_hf
@@ -94,10 +104,22 @@ def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoin
         is_main = True
     else:
         model = Ling2ForCausalLM(cfg.model)
-        engine = build_engine(model, pcfg.engine, pcfg.optim, total_steps=loop.max_steps,
-                              grad_accum_steps=loop.grad_accum_steps, micro_batch_size=loop.micro_batch_size)
-        batches = TokenBatches(train_tokens, loop.seq_len, loop.micro_batch_size, seed=loop.seed + cfg.seed,
-                               rank=engine.rank, world_size=engine.world_size)
+        engine = build_engine(
+            model,
+            pcfg.engine,
+            pcfg.optim,
+            total_steps=loop.max_steps,
+            grad_accum_steps=loop.grad_accum_steps,
+            micro_batch_size=loop.micro_batch_size,
+        )
+        batches = TokenBatches(
+            train_tokens,
+            loop.seq_len,
+            loop.micro_batch_size,
+            seed=loop.seed + cfg.seed,
+            rank=engine.rank,
+            world_size=engine.world_size,
+        )
         run_dir = checkpoint_root / config_hash(cfg)
 
         def log_metrics(step: int, m: Mapping[str, float]) -> None:
@@ -110,16 +132,24 @@ def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoin
                 stats["load_balance"] = load_balance(stats)
             return loss, stats
 
-        result = train(engine, batches, loss_fn, loop, checkpoint_dir=run_dir, on_log=log_metrics,
-                       after_step=expert_bias_updater(engine, cfg.model.router_bias_update_rate))
+        result = train(
+            engine,
+            batches,
+            loss_fn,
+            loop,
+            checkpoint_dir=run_dir,
+            on_log=log_metrics,
+            after_step=expert_bias_updater(engine, cfg.model.router_bias_update_rate),
+        )
         is_main = engine.is_main
         metrics.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
         metrics["resumed_from_step"] = result.resumed_from
         model = engine.module
         model.eval()
-        metrics["heldout_loss_last"] = heldout_loss(model, heldout_tokens, seq_len=loop.seq_len,
-                                                    max_windows=pcfg.eval.heldout_windows)
-        merged = merge_checkpoints(list(result.checkpoints)[-pcfg.optim.merge_last_k:])
+        metrics["heldout_loss_last"] = heldout_loss(
+            model, heldout_tokens, seq_len=loop.seq_len, max_windows=pcfg.eval.heldout_windows
+        )
+        merged = merge_checkpoints(list(result.checkpoints)[-pcfg.optim.merge_last_k :])
         model.load_state_dict(merged)
         metrics["merged_checkpoints"] = min(len(result.checkpoints), pcfg.optim.merge_last_k)
 
@@ -128,13 +158,17 @@ def run_pretrain(cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoin
     model.eval()
     total, active = count_parameters(model)
     metrics.update({"params_total": total, "params_active": active})
-    metrics["heldout_loss"] = heldout_loss(model, heldout_tokens, seq_len=loop.seq_len,
-                                           max_windows=pcfg.eval.heldout_windows)
+    metrics["heldout_loss"] = heldout_loss(
+        model, heldout_tokens, seq_len=loop.seq_len, max_windows=pcfg.eval.heldout_windows
+    )
     from inference.sampling import SamplingParams
 
     engine_native = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
     summary, rollouts = evaluate_policy(
-        engine_native, _environments(cfg), eval_tasks(curated, pcfg.eval.prompts_per_family), checkpoint="pretrain",
+        engine_native,
+        _environments(cfg),
+        eval_tasks(curated, pcfg.eval.prompts_per_family),
+        checkpoint="pretrain",
         params=SamplingParams(temperature=0.0, max_new_tokens=pcfg.eval.max_new_tokens),
         max_turns=pcfg.eval.max_tool_turns,
     )

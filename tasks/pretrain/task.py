@@ -46,15 +46,21 @@ def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> P
     out_dir = output_dir("pretrain")
     history: list[tuple[int, dict[str, float]]] = []
     with stage("pretrain", cfg, parent_run_id) as run:
+
         def on_log(step, metrics):
             history.append((step, dict(metrics)))
             run.log_metrics(metrics, step=step)
 
-        metrics = run_pretrain(cfg, curated_dir, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain",
-                               on_log=on_log)
+        metrics = run_pretrain(
+            cfg, curated_dir, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain", on_log=on_log
+        )
         Deck("pretrain", record_pretrain(run, metrics, curated_dir, out_dir, history))
-        report = {"stage": "pretrain", "mlflow_run_id": run.run_id, "dvc": version_outputs("pretrain", cfg, run),
-                  "summary_metrics": {k: metrics[k] for k in ("heldout_loss", "unigram_heldout_loss")}}
+        report = {
+            "stage": "pretrain",
+            "mlflow_run_id": run.run_id,
+            "dvc": version_outputs("pretrain", cfg, run),
+            "summary_metrics": {k: metrics[k] for k in ("heldout_loss", "unigram_heldout_loss")},
+        }
         acc = {r["family"]: r["accuracy"] for r in metrics["eval"]}
         report["summary_metrics"].update({f"accuracy_{k}": v for k, v in acc.items()})
     return PretrainOutputs(base=FlyteDirectory(str(out_dir)), report_json=json.dumps(report, sort_keys=True))

@@ -65,23 +65,44 @@ def _bad_input_file(path: Path, eval_frame: pd.DataFrame) -> dict[str, str]:
     leaked = eval_frame.iloc[0]
     long_text = "lorem ipsum dolor sit amet " * 2000
     lines = [
-        (json.dumps({"doc_id": "ok-1", "source": "user", "text": "A perfectly normal document about rivers and lakes."}), None),
+        (
+            json.dumps(
+                {"doc_id": "ok-1", "source": "user", "text": "A perfectly normal document about rivers and lakes."}
+            ),
+            None,
+        ),
         (json.dumps({"doc_id": "nan-text", "source": "user", "text": math.nan}), "null_field"),
         (json.dumps({"doc_id": "int-text", "source": "user", "text": 42}), "wrong_type"),
         (json.dumps({"doc_id": 7, "source": "user", "text": "an integer id is the wrong type here"}), "wrong_type"),
         (json.dumps({"doc_id": "blank", "source": "user", "text": "   \n  "}), "empty_text"),
         (b'{"doc_id": "bad-utf8", "source": "user", "text": "caf\xe9 au lait, not UTF-8 at all"}', "invalid_utf8"),
-        (json.dumps({"doc_id": "ok-1", "source": "user", "text": "a second row reusing the id ok-1 here"}), "duplicate_id"),
+        (
+            json.dumps({"doc_id": "ok-1", "source": "user", "text": "a second row reusing the id ok-1 here"}),
+            "duplicate_id",
+        ),
         (json.dumps({"doc_id": "huge", "source": "user", "text": long_text}), "oversize"),
-        (json.dumps({"doc_id": "leak", "source": "user",
-                     "text": f"Worked solutions for practice: {leaked.prompt} {leaked.answer} and that is all."}),
-         "eval_contamination"),
+        (
+            json.dumps(
+                {
+                    "doc_id": "leak",
+                    "source": "user",
+                    "text": f"Worked solutions for practice: {leaked.prompt} {leaked.answer} and that is all.",
+                }
+            ),
+            "eval_contamination",
+        ),
     ]
     with path.open("wb") as fh:
         for line, _ in lines:
             fh.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
-    expected = {"nan-text": "null_field", "int-text": "wrong_type", "blank": "empty_text", "ok-1": "duplicate_id",
-                "huge": "oversize", "leak": "eval_contamination"}
+    expected = {
+        "nan-text": "null_field",
+        "int-text": "wrong_type",
+        "blank": "empty_text",
+        "ok-1": "duplicate_id",
+        "huge": "oversize",
+        "leak": "eval_contamination",
+    }
     expected[f"{path.name}:line4"] = "wrong_type"  # the integer doc_id: named by file and line
     expected[f"{path.name}:line6"] = "invalid_utf8"
     return expected
@@ -114,8 +135,13 @@ def test_raise_mode_stops_at_the_first_bad_row_naming_it(small_cfg, curated, tmp
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tasks.curate", "--overrides", "curate.no_such_key=1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.curate", "--overrides", "curate.no_such_key=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "unknown config key curate.no_such_key" in proc.stderr
     assert "generating environment tasks" not in proc.stderr

@@ -9,7 +9,9 @@ from tasks.curate.shards import read_shards, tokenize_documents, write_shards
 from tasks.curate.tokenizer import EOS, load_tokenizer, save_tokenizer, train_tokenizer
 
 CORPUS = [f"def function_{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(200)] + [
-    "The quick brown fox jumps over the lazy dog. " * 3, "Q: 12+7=?\n12+7=19\nAnswer: 19\n"]
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Q: 12+7=?\n12+7=19\nAnswer: 19\n",
+]
 
 
 def test_exact_duplicates_ignore_whitespace():

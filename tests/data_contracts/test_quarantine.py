@@ -47,9 +47,15 @@ def test_raise_mode_names_row_and_rule(row, rule):
 
 
 row_strategy = st.one_of(
-    st.fixed_dictionaries({"doc_id": st.sampled_from(["a", "b", "c", "d"]), "source": st.just("s"),
-                           "text": st.one_of(st.text(max_size=150), st.binary(max_size=40), st.none(),
-                                             st.integers(), st.just(math.nan))}),
+    st.fixed_dictionaries(
+        {
+            "doc_id": st.sampled_from(["a", "b", "c", "d"]),
+            "source": st.just("s"),
+            "text": st.one_of(
+                st.text(max_size=150), st.binary(max_size=40), st.none(), st.integers(), st.just(math.nan)
+            ),
+        }
+    ),
     st.fixed_dictionaries({"doc_id": st.one_of(st.none(), st.integers()), "text": st.text(max_size=20)}),
 )
 

@@ -10,7 +10,7 @@ from inference.sampling import SamplingParams
 from model import Ling2ForCausalLM
 from tasks.curate.tokenizer import EOS, PAD, train_tokenizer
 
-CORPUS = ["[math] 1+2=?\n1+2=3\nAnswer: 3", "[tool] Convert 2 h to min\n<call>{\"tool\":\"convert\"}</call>"] * 40
+CORPUS = ["[math] 1+2=?\n1+2=3\nAnswer: 3", '[tool] Convert 2 h to min\n<call>{"tool":"convert"}</call>'] * 40
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,16 @@ class ScriptedEngine:
             self.calls += 1
             ids = self.encode(text)
             stop = next((s for s in params.stop if s in text), None)
-            out.append(Generation(prompt_ids=list(p), token_ids=ids, logprobs=[-0.5] * len(ids), text=text,
-                                  finish_reason="stop" if stop else "eos", stop_string=stop))
+            out.append(
+                Generation(
+                    prompt_ids=list(p),
+                    token_ids=ids,
+                    logprobs=[-0.5] * len(ids),
+                    text=text,
+                    finish_reason="stop" if stop else "eos",
+                    stop_string=stop,
+                )
+            )
         return out
 
 
@@ -117,8 +125,9 @@ def test_rows_finishing_early_do_not_disturb_the_others(engine):
     free = engine.generate(["x", "[math] 1+2=?\n", "y"], params)
     first = free[0].text[:1]
     assert first, "row 0 produced no text to stop on"
-    stopped = engine.generate(["x", "[math] 1+2=?\n", "y"], SamplingParams(
-        temperature=1.0, max_new_tokens=10, seed=21, stop=(first,)))
+    stopped = engine.generate(
+        ["x", "[math] 1+2=?\n", "y"], SamplingParams(temperature=1.0, max_new_tokens=10, seed=21, stop=(first,))
+    )
     assert stopped[0].finish_reason == "stop"
     for a, b in zip(free[1:], stopped[1:], strict=True):
         if first not in a.text:

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_vllm_engine_generates_what_the_native_engine_generates(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("vllm_generate_run.py")), str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

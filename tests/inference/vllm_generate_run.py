@@ -29,12 +29,18 @@ def main(work: str) -> None:
     model = Ling2ForCausalLM(dataclasses.replace(tiny_model(), initializer_range=0.08)).eval()
     checkpoint = export_hf(model, Path(work) / "ckpt")
     params = SamplingParams(temperature=0.0, max_new_tokens=12, stop=("\n",))
-    native = NativeEngine(model, tok, eos_id=tok.token_to_id(EOS), pad_id=tok.token_to_id(PAD)).generate(PROMPTS, params)
+    native = NativeEngine(model, tok, eos_id=tok.token_to_id(EOS), pad_id=tok.token_to_id(PAD)).generate(
+        PROMPTS, params
+    )
     vllm = VllmEngine(str(checkpoint), tok, eos_id=tok.token_to_id(EOS), max_model_len=64).generate(PROMPTS, params)
-    print(json.dumps({
-        "native": [[g.token_ids, g.logprobs, g.text, g.finish_reason] for g in native],
-        "vllm": [[g.token_ids, g.logprobs, g.text, g.finish_reason] for g in vllm],
-    }))
+    print(
+        json.dumps(
+            {
+                "native": [[g.token_ids, g.logprobs, g.text, g.finish_reason] for g in native],
+                "vllm": [[g.token_ids, g.logprobs, g.text, g.finish_reason] for g in vllm],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

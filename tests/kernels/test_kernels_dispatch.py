@@ -39,8 +39,20 @@ def test_backend_is_logged_once(monkeypatch, caplog):
     assert len(messages) == 1 and "torch backend" in messages[0]
 
 
-PROJECT_PACKAGES = ("configs", "lineage", "data_contracts", "environments", "model", "kernels", "training",
-                    "inference", "evals", "tasks", "workflows", "benchmarks")
+PROJECT_PACKAGES = (
+    "configs",
+    "lineage",
+    "data_contracts",
+    "environments",
+    "model",
+    "kernels",
+    "training",
+    "inference",
+    "evals",
+    "tasks",
+    "workflows",
+    "benchmarks",
+)
 # The one device decision: the training/generation device. Kernel choice looks at the tensor instead.
 ALLOWED = {("kernels/dispatch.py", "default_device")}
 

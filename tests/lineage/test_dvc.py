@@ -18,7 +18,9 @@ def repo(tmp_path):
     sh("git", "init", "-q", cwd=root)
     sh(sys.executable, "-m", "dvc", "init", "-q", cwd=root)
     sh(sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=root)
-    (root / "dvc.yaml").write_text("stages:\n  curate:\n    cmd: python -m tasks.curate\n    outs:\n      - data/curate\n")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  curate:\n    cmd: python -m tasks.curate\n    outs:\n      - data/curate\n"
+    )
     return root
 
 

@@ -1,0 +1,92 @@
+"""What the migration stage logs besides per-step metrics: inputs, the measurement table, plots (training loss
+per phase, KL vs the base after every step, the parity gate), the eval table. Works for a failed gate too (then
+there is no eval and no checkpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lineage import plots
+from tasks.migrate.phases import PHASES
+
+History = Mapping[str, list[tuple[int, dict[str, float]]]]
+
+
+def gate_title(verdict: Mapping[str, Any]) -> str:
+    word = "PASSED" if verdict["passed"] else "FAILED"
+    return f"Parity gate {word}: gap {verdict['gap_nats']:+.4f} nats, margin {verdict['margin_nats']:.4f}"
+
+
+def migrate_figures(metrics: Mapping[str, Any], history: History) -> dict[str, Any]:
+    """{artifact path: matplotlib figure} for the loss curves, the KL per step and the gate."""
+    points = metrics["steps"]
+    figures: dict[str, Any] = {}
+    curves = {}
+    for phase in PHASES:
+        rows = [(step, m["loss"]) for step, m in history.get(phase, []) if "loss" in m]
+        if rows:
+            curves[f"{phase} (train)"] = ([s for s, _ in rows], [v for _, v in rows])
+    curves["held-out, after each step"] = ([p["step"] for p in points], [p["heldout_loss"] for p in points])
+    last = max(p["step"] for p in points)
+    curves["base held-out"] = ([0, last], [metrics["base_heldout_loss"]] * 2)
+    figures["plots/loss.png"] = plots.line_chart(
+        curves,
+        title="Migration: training loss per phase, held-out loss",
+        xlabel="optimizer step (all phases)",
+        ylabel="nats",
+    )
+    figures["plots/kl_vs_base.png"] = plots.bar_chart(
+        {p["point"]: round(p["kl_vs_base"], 5) for p in points},
+        title="KL(base || model) on held-out windows after each step",
+        ylabel="nats / token",
+    )
+    conversions = {p["point"]: round(p["kl_vs_previous"], 5) for p in points if "kl_vs_previous" in p}
+    if conversions:
+        figures["plots/kl_per_conversion.png"] = plots.bar_chart(
+            conversions, title="KL(before || after) of each conversion alone", ylabel="nats / token"
+        )
+    verdict = metrics.get("parity_gate")
+    if verdict is not None:
+        figures["plots/parity_gate.png"] = plots.bar_chart(
+            {"base": round(verdict["base_heldout_loss"], 4),
+             "base + margin": round(verdict["base_heldout_loss"] + verdict["margin_nats"], 4),
+             "migrated": round(verdict["migrated_heldout_loss"], 4)},
+            title=gate_title(verdict), ylabel="held-out loss (nats)")  # fmt: skip
+    return figures
+
+
+def record_migrate(
+    run: Any, metrics: dict[str, Any], curated: Path, base: Path, out_dir: Path, history: History
+) -> str:
+    """Log inputs, scalars, tables and plots of one migration into ``run``; returns the Flyte Deck HTML."""
+    run.log_file_input(curated / "shards", name="curate/shards", context="training")
+    run.log_file_input(base / "checkpoint", name="pretrain/checkpoint", context="initial-weights")
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    verdict = metrics.get("parity_gate")
+    if verdict is not None:
+        flat.update({f"parity_gate.{k}": float(v) for k, v in verdict.items()})
+    for row in metrics.get("eval", []):
+        flat[f"eval.{row['family']}.accuracy"] = row["accuracy"]
+        flat[f"eval.{row['family']}.mean_tokens"] = row["mean_tokens"]
+    run.log_metrics(flat)
+    run.log_dict(metrics, "migrate_metrics.json")
+    points = pd.DataFrame(metrics["steps"])
+    deck = []
+    if verdict is not None:
+        deck.append(f"<h3>{gate_title(verdict)}</h3>")
+    deck += ["<h3>Held-out loss and KL vs the base after each step</h3>",
+             plots.table_html(points.to_dict("records"), list(points.columns))]  # fmt: skip
+    for name in ("eval_summary.parquet", "eval_rollouts.parquet"):
+        if (out_dir / name).exists():
+            run.log_artifact(out_dir / name, "eval")
+    if "eval" in metrics:
+        rows = metrics["eval"] + metrics.get("base_eval", [])
+        deck += ["<h3>Evaluation (migrated vs base)</h3>", plots.table_html(rows, list(rows[0]))]
+    for artifact, fig in migrate_figures(metrics, history).items():
+        run.log_figure(fig, artifact)
+        deck.append(plots.figure_html(fig))
+    return "\n".join(deck)

@@ -1,0 +1,59 @@
+"""MigrateConfig: the defaults are a valid tiny profile, it loads strictly, and bad values fail by name; the
+parity verdict is the documented inequality."""
+
+import dataclasses
+import math
+
+import pytest
+
+from configs.base import ConfigError, from_dict, to_dict
+from tasks.migrate.config import MigrateConfig, MigratePhaseConfig, migrate_config
+from tasks.migrate.gate import ParityGateFailed, parity_verdict
+from tasks.migrate.phases import PHASES
+
+
+def test_defaults_are_the_tiny_profile():
+    cfg = MigrateConfig()
+    assert sum(getattr(cfg, p).steps for p in PHASES) == 300
+    assert (cfg.micro_batch_size, cfg.seq_len, cfg.kv_init, cfg.parity_margin_nats) == (32, 128, "replicate", 0.05)
+    assert migrate_config(object()) == cfg
+
+
+def test_loads_strictly_and_round_trips():
+    cfg = MigrateConfig()
+    assert from_dict(MigrateConfig, to_dict(cfg)) == cfg
+    changed = from_dict(MigrateConfig, {"linear_warmup": {"steps": 3, "lr": 1e-3}, "kv_init": "first_of_group"})
+    assert changed.linear_warmup == MigratePhaseConfig(steps=3, lr=1e-3) and changed.kv_init == "first_of_group"
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"linear_warmpu": {"steps": 1, "lr": 1.0}}, "unknown config key linear_warmpu"),
+        ({"mla_warmup": {"steps": 1, "lr": 1.0, "decay": 2}}, "unknown config key mla_warmup.decay"),
+        ({"kv_init": "zeros"}, "kv_init"),
+        ({"continued_pretraining": {"steps": -1, "lr": 1e-3}}, ">= 0"),
+        ({"partial_training": {"steps": 1, "lr": 0.0}}, "lr must be positive"),
+        ({"keep_checkpoints": 2, "merge_last_k": 3}, "merge fewer checkpoints"),
+        ({"heldout_windows": 0}, ">= 1"),
+    ],
+)
+def test_bad_values_fail_by_name(data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(MigrateConfig, data)
+
+
+def test_parity_verdict():
+    assert parity_verdict(2.0, 2.05, 0.05)["passed"]  # equality passes
+    failed = parity_verdict(2.0, 2.0500001, 0.05)
+    assert not failed["passed"] and failed["gap_nats"] == pytest.approx(0.0500001)
+    assert parity_verdict(2.0, 1.5, -0.4)["passed"] and not parity_verdict(2.0, 1.7, -0.4)["passed"]
+    assert not parity_verdict(2.0, math.nan, 100.0)["passed"]
+    assert not parity_verdict(2.0, math.inf, 100.0)["passed"]
+    err = ParityGateFailed(parity_verdict(2.0, 3.25, 0.05))
+    assert "3.2500" in str(err) and "2.0000" in str(err) and "0.0500" in str(err)
+
+
+def test_phase_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MigrateConfig().linear_warmup.steps = 3
