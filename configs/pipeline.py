@@ -17,6 +17,7 @@ from configs.base import (
     schema_fingerprint,
 )
 from configs.data import CurateConfig, EnvironmentsConfig
+from configs.migrate import MigrateConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
 from configs.training import PostTrainConfig, PretrainConfig
 
@@ -38,12 +39,17 @@ class PipelineConfig:
     curate: CurateConfig = CurateConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    migrate: MigrateConfig = MigrateConfig()
     post_train: PostTrainConfig = PostTrainConfig()
     lineage: LineageConfig = LineageConfig()
 
     def __post_init__(self) -> None:
-        if self.pretrain.loop.seq_len > self.model.max_position_embeddings:
-            raise ConfigError("pretrain.loop.seq_len exceeds model.max_position_embeddings")
+        for name, seq_len in (
+            ("pretrain.loop.seq_len", self.pretrain.loop.seq_len),
+            ("migrate.seq_len", self.migrate.seq_len),
+        ):
+            if seq_len > self.model.max_position_embeddings:
+                raise ConfigError(f"{name} ({seq_len}) exceeds model.max_position_embeddings")
         if self.curate.vocab_size != self.model.vocab_size:
             raise ConfigError(
                 f"curate.vocab_size ({self.curate.vocab_size}) must equal model.vocab_size "

@@ -158,3 +158,13 @@ def load_hybrid_hf(folder: str | Path, base: ModelConfig | None = None) -> Hybri
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.word_embeddings.weight
     return model
+
+
+def load_checkpoint(folder: str | Path, base: ModelConfig | None = None) -> nn.Module:
+    """Load either official layout by its ``architectures`` entry: the Ling-2.0 base or the 2.5/2.6 hybrid."""
+    from .export import load_hf
+
+    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
+    if "BailingMoeV2_5ForCausalLM" in architectures:
+        return load_hybrid_hf(folder, base=base)
+    return load_hf(folder, base=base)

@@ -8,18 +8,18 @@ from __future__ import annotations
 from flytekit import workflow
 
 from tasks.curate.task import curate
+from tasks.migrate.task import migrate
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run, resolve_config
 from tasks.post_train.task import post_train
 from tasks.pretrain.task import pretrain
 
-STAGES = ("curate", "pretrain", "post_train")
+STAGES = ("curate", "pretrain", "migrate", "post_train")
 
 
 @workflow
 def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_documents: str = "") -> str:
-    """data curation -> base model -> post-training (then migration, KPop RL, distillation, evaluation and
-    publishing, as they land; post-training moves after migration once that stage exists). Returns the
-    run summary JSON."""
+    """data curation -> base model -> attention migration -> post-training (KPop RL, distillation,
+    evaluation and publishing join as they land). Returns the run summary JSON."""
     config_json = resolve_config(profile=profile, overrides=overrides)
     run_id = open_pipeline_run(config_json=config_json)
     curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)

@@ -1,6 +1,6 @@
 """``python -m tasks.post_train``: the DVC entry point (``dvc repro post_train``) and a way to run the stage alone.
 
-Reads ``data/curate`` and ``data/pretrain``, writes ``data/post_train``, logs a top-level MLflow run.
+Reads ``data/curate`` and ``data/migrate``, writes ``data/post_train``, logs a top-level MLflow run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.post_train.report import record_post_train
     from tasks.post_train.stage import run_post_train
 
-    curated, base, out_dir = stage_dir("curate"), stage_dir("pretrain"), output_dir("post_train")
+    curated, base, out_dir = stage_dir("curate"), stage_dir("migrate"), output_dir("post_train")
     history: dict[str, list] = {}
     with stage("post_train", cfg, parent_run_id=None) as run:
 

@@ -21,7 +21,7 @@ def record_post_train(
     for name in ("candidates", "sft", "rl_prompts", "eval"):
         frame = pd.read_parquet(curated / f"{name}.parquet")
         run.log_table_input(frame, name=f"curate/{name}", source=curated / f"{name}.parquet", context="training")
-    run.log_file_input(base / "checkpoint", name="pretrain/checkpoint", context="initial-weights")
+    run.log_file_input(base / "checkpoint", name="initial/checkpoint", context="initial-weights")
     summary = pd.read_parquet(out_dir / "eval_summary.parquet")
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
     run.log_dict(metrics, "post_train_metrics.json")

@@ -16,7 +16,9 @@ def test_defaults_are_the_tiny_profile():
     cfg = MigrateConfig()
     assert sum(getattr(cfg, p).steps for p in PHASES) == 300
     assert (cfg.micro_batch_size, cfg.seq_len, cfg.kv_init, cfg.parity_margin_nats) == (32, 128, "replicate", 0.05)
-    assert migrate_config(object()) == cfg
+    from configs import resolve
+
+    assert migrate_config(resolve("tiny_cpu")) == cfg
 
 
 def test_loads_strictly_and_round_trips():

@@ -1,0 +1,108 @@
+"""GQA attention of Ling-2.0 with per-head QK-RMSNorm before partial RoPE, and its key/value cache.
+
+Shape legend: see ``layers.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import RMSNorm, apply_partial_rotary
+
+
+class KVCache:
+    """Keys and values of every attention layer seen so far, for incremental decoding.
+
+    ``update`` / ``get_seq_length`` follow the contract of transformers' ``DynamicCache``, so the attention
+    accepts either (``generate()`` hands in a ``DynamicCache``).
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def update(
+        self, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor, layer_idx: int, cache_kwargs: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx == len(self.keys):
+            self.keys.append(k_BGTK)
+            self.values.append(v_BGTK)
+        elif layer_idx < len(self.keys):
+            self.keys[layer_idx] = torch.cat((self.keys[layer_idx], k_BGTK), dim=2)
+            self.values[layer_idx] = torch.cat((self.values[layer_idx], v_BGTK), dim=2)
+        else:
+            raise ValueError(
+                f"cache layers must be filled in order: got layer {layer_idx} with {len(self.keys)} cached"
+            )
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.keys[layer_idx].shape[2] if layer_idx < len(self.keys) else 0
+
+
+def attention_bias(
+    attention_mask_BS: torch.Tensor | None, num_new: int, num_past: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """Additive mask [B or 1, 1, T, S]: causal over absolute positions, minus padded keys.
+
+    Returns None when plain causal attention over the new tokens is all that is needed, so SDPA can take its
+    ``is_causal`` path. Masked entries get the dtype's most negative finite value instead of -inf: a left-pad
+    query that sees no real key then gets a finite (ignored) output rather than NaN.
+    """
+    if attention_mask_BS is None and num_past == 0:
+        return None
+    num_keys = num_past + num_new
+    query_pos = torch.arange(num_past, num_keys, device=device)[:, None]
+    allowed_TS = torch.arange(num_keys, device=device)[None, :] <= query_pos
+    allowed = allowed_TS[None]
+    if attention_mask_BS is not None:
+        if attention_mask_BS.shape[-1] != num_keys:
+            raise ValueError(f"attention_mask covers {attention_mask_BS.shape[-1]} positions, expected {num_keys}")
+        allowed = allowed & attention_mask_BS.bool()[:, None, :]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+class Attention(nn.Module):
+    """Fused ``query_key_value`` projection -> QK-RMSNorm per head -> partial RoPE -> SDPA -> ``dense``."""
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        qkv_width = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        self.query_key_value = nn.Linear(config.hidden_size, qkv_width, bias=config.use_qkv_bias)
+        if config.use_qk_norm:
+            self.query_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.key_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.use_qk_norm = config.use_qk_norm
+        self.dense = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.use_bias)
+
+    def forward(
+        self,
+        x_BTD: torch.Tensor,
+        cos_BTR: torch.Tensor,
+        sin_BTR: torch.Tensor,
+        bias_B1TS: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        qkv = self.query_key_value(x_BTD).view(B, T, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        q_BTHK, k_BTGK, v_BTGK = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
+        # Normalising before the rotation keeps the rotated and pass-through dims on one scale (official order).
+        if self.use_qk_norm:
+            q_BTHK = self.query_layernorm(q_BTHK)
+            k_BTGK = self.key_layernorm(k_BTGK)
+        q_BHTK = apply_partial_rotary(q_BTHK.transpose(1, 2), cos_BTR, sin_BTR)
+        k_BGTK = apply_partial_rotary(k_BTGK.transpose(1, 2), cos_BTR, sin_BTR)
+        v_BGTK = v_BTGK.transpose(1, 2)
+        if cache is not None:
+            k_BGTK, v_BGTK = cache.update(k_BGTK, v_BGTK, self.layer_idx)  # now [B, G, S, K]
+        y_BHTK = F.scaled_dot_product_attention(
+            q_BHTK, k_BGTK, v_BGTK, attn_mask=bias_B1TS, is_causal=bias_B1TS is None and T > 1, enable_gqa=True
+        )
+        return self.dense(y_BHTK.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

@@ -1,0 +1,198 @@
+"""Ling-2.0 sparse MoE: fp32 sigmoid router with group-limited top-k, sorted expert dispatch, shared expert,
+and the aux-loss-free balancing that trains the router's expert bias.
+
+Router math (official ``BailingMoeV2Gate``), per token with logits l = x W_r^T in fp32:
+    s  = sigmoid(l)                          unbiased scores, the only source of the weights
+    s' = s + b                               b = expert_bias, used for selection only
+    group score g = sum of the top-2 s' in the group; keep the topk_group best groups, mask the rest
+    idx = top-A of s' over the kept experts
+    w  = s[idx] / (sum s[idx] + 1e-20) * routed_scaling_factor       (normalised only when A > 1)
+    y  = sum_a w_a Expert_{idx_a}(x) + SharedExpert(x)
+
+Shape legend: see ``layers.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import SwiGLUMLP
+
+
+@dataclass
+class RouterStats:
+    """Routing of one forward pass, one row per MoE layer in model order (the MTP layer last).
+
+    ``tokens_per_expert`` counts (non-padding) tokens sent to each expert: the input of ``update_expert_bias``
+    after the trainer sums it over micro-batches and data-parallel ranks. ``router_logits`` keeps the graph
+    for the z-loss; ``z_loss`` is its value, summed over layers.
+    """
+
+    tokens_per_expert: torch.Tensor  # [L_moe, E] float
+    router_logits: tuple[torch.Tensor, ...]  # L_moe x [N, E] fp32
+    z_loss: torch.Tensor  # scalar
+
+
+def group_limited_topk(scores_NE: torch.Tensor, n_group: int, topk_group: int, top_k: int) -> torch.Tensor:
+    """Indices [N, A] of the top-A experts among the ``topk_group`` groups with the best top-2 score sums."""
+    N, E = scores_NE.shape
+    grouped = scores_NE.view(N, n_group, E // n_group)
+    group_scores = grouped.topk(min(2, E // n_group), dim=-1).values.sum(dim=-1)  # [N, n_group]
+    kept_groups = group_scores.topk(topk_group, dim=-1).indices
+    group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept_groups, True)
+    masked = grouped.masked_fill(~group_mask[..., None], float("-inf")).view(N, E)
+    return masked.topk(top_k, dim=-1).indices
+
+
+class Router(nn.Module):
+    """The official ``gate``: ``weight`` [E, D] and the ``expert_bias`` buffer [E] (fp32, no gradient)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.n_group = config.n_group
+        self.topk_group = config.topk_group
+        self.routed_scaling_factor = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
+        self.register_buffer("expert_bias", torch.zeros(config.num_experts, dtype=torch.float32))
+
+    def _apply(self, fn, recurse=True):
+        # The bias moves by ~1e-3 per step; bf16 storage would round those steps away, so it stays fp32
+        # whatever dtype the model is cast to (the released checkpoints store it in fp32 too).
+        super()._apply(fn, recurse)
+        self.expert_bias = self.expert_bias.float()
+        return self
+
+    def forward(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns expert indices [N, A], their weights [N, A] (fp32) and the router logits [N, E] (fp32)."""
+        logits_NE = F.linear(x_ND.float(), self.weight.float())
+        scores_NE = torch.sigmoid(logits_NE)
+        topk_idx = group_limited_topk(scores_NE + self.expert_bias, self.n_group, self.topk_group, self.top_k)
+        topk_weight = scores_NE.gather(1, topk_idx)
+        if self.top_k > 1:
+            topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
+        return topk_idx, topk_weight * self.routed_scaling_factor, logits_NE
+
+
+def dispatch_to_experts(
+    x_ND: torch.Tensor, topk_idx_NA: torch.Tensor, topk_weight_NA: torch.Tensor, experts: Sequence[nn.Module]
+) -> torch.Tensor:
+    """sum_a w[n, a] * experts[idx[n, a]](x[n]) as two batched matmuls over all experts at once.
+
+    The N*A (token, slot) pairs are sorted by expert and laid out in an [E, C, D] buffer (C = the busiest
+    expert's load, the rest zero-padded); the experts' weights are stacked per call (official per-expert
+    parameters, so checkpoints keep the released names) and applied with ``bmm``; the weighted outputs are
+    scattered back with ``index_add_``. Two kernel launches instead of 3·E small ones: on CPU and at small
+    expert sizes the launch overhead, not the padding, is what costs (benchmarks/moe_block.py).
+    """
+    N, A = topk_idx_NA.shape
+    E, D = len(experts), x_ND.shape[-1]
+    flat_idx = topk_idx_NA.reshape(-1)
+    order = flat_idx.argsort(stable=True)
+    token_of_slot = order // A
+    counts_E = torch.bincount(flat_idx, minlength=E)
+    capacity = int(counts_E.max())
+    # Position of each sorted slot inside its expert's row block of the padded buffer.
+    rank_in_expert = torch.arange(N * A, device=x_ND.device) - (counts_E.cumsum(0) - counts_E).repeat_interleave(
+        counts_E
+    )
+    buffer_slot = flat_idx[order] * capacity + rank_in_expert
+    x_ECD = x_ND.new_zeros(E * capacity, D).index_copy(0, buffer_slot, x_ND[token_of_slot]).view(E, capacity, D)
+    w_gate_up = torch.cat(
+        [torch.stack([e.gate_proj.weight for e in experts]), torch.stack([e.up_proj.weight for e in experts])], dim=1
+    )  # [E, 2I, D]
+    w_down = torch.stack([e.down_proj.weight for e in experts])  # [E, D, I]
+    gate_ECI, up_ECI = torch.bmm(x_ECD, w_gate_up.transpose(1, 2)).chunk(2, dim=-1)
+    out_ECD = torch.bmm(F.silu(gate_ECI) * up_ECI, w_down.transpose(1, 2))
+    out_SD = out_ECD.reshape(E * capacity, D).index_select(0, buffer_slot)  # [N*A, D] in sorted order
+    weight_sorted = topk_weight_NA.reshape(-1)[order, None]  # fp32, so the weighted sum is fp32 as official
+    weighted = out_SD * weight_sorted
+    y_ND = torch.zeros(N, D, dtype=weighted.dtype, device=x_ND.device)
+    return y_ND.index_add_(0, token_of_slot, weighted).to(x_ND.dtype)
+
+
+@dataclass
+class Routing:
+    """One MoE layer's routing, reduced to what the trainer needs."""
+
+    tokens_per_expert: torch.Tensor  # [E]
+    router_logits: torch.Tensor  # [N, E] fp32
+    z_loss: torch.Tensor  # mean over valid tokens of logsumexp(logits)^2
+
+
+class SparseMoeBlock(nn.Module):
+    """``gate`` + ``experts.{0..E-1}`` + ``shared_experts``, the official module names."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_experts = config.num_experts
+        self.gate = Router(config)
+        self.experts = nn.ModuleList(
+            SwiGLUMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts)
+        )
+        self.shared_experts = (
+            SwiGLUMLP(config.hidden_size, config.moe_intermediate_size * config.num_shared_experts)
+            if config.num_shared_experts
+            else None
+        )
+
+    def forward(self, x_BTD: torch.Tensor, token_mask_N: torch.Tensor | None) -> tuple[torch.Tensor, Routing]:
+        B, T, D = x_BTD.shape
+        x_ND = x_BTD.reshape(B * T, D)
+        topk_idx, topk_weight, logits_NE = self.gate(x_ND)
+        y_ND = dispatch_to_experts(x_ND, topk_idx, topk_weight, self.experts)
+        if self.shared_experts is not None:
+            y_ND = y_ND + self.shared_experts(x_ND)
+        return y_ND.view(B, T, D), self._routing(topk_idx, logits_NE, token_mask_N)
+
+    def _routing(
+        self, topk_idx_NA: torch.Tensor, logits_NE: torch.Tensor, token_mask_N: torch.Tensor | None
+    ) -> Routing:
+        lse_sq = torch.logsumexp(logits_NE, dim=-1).square()
+        if token_mask_N is None:
+            selected = topk_idx_NA.reshape(-1)
+            z_loss = lse_sq.mean()
+        else:
+            selected = topk_idx_NA[token_mask_N].reshape(-1)
+            z_loss = (lse_sq * token_mask_N).sum() / token_mask_N.sum().clamp(min=1)
+        counts = torch.bincount(selected, minlength=self.num_experts).float()
+        return Routing(tokens_per_expert=counts, router_logits=logits_NE, z_loss=z_loss)
+
+
+def collect_router_stats(routings: Sequence[Routing]) -> RouterStats | None:
+    if not routings:
+        return None
+    return RouterStats(
+        tokens_per_expert=torch.stack([r.tokens_per_expert for r in routings]),
+        router_logits=tuple(r.router_logits for r in routings),
+        z_loss=torch.stack([r.z_loss for r in routings]).sum(),
+    )
+
+
+def routers(model: nn.Module) -> list[Router]:
+    """Every router of ``model`` in module order, which is the row order of ``RouterStats.tokens_per_expert``."""
+    return [m for m in model.modules() if isinstance(m, Router)]
+
+
+@torch.no_grad()
+def update_expert_bias(model: nn.Module, counts_per_layer: torch.Tensor | Sequence[torch.Tensor], rate: float) -> None:
+    """Aux-loss-free balancing, once per optimizer step, with counts summed over the step (and all ranks):
+
+        e_i = mean_j(c_j) - c_i                     (positive for under-loaded experts)
+        b_i <- b_i + rate * (sign(e_i) - mean_j sign(e_j))
+
+    Subtracting the mean sign keeps sum(b) unchanged (the zero-mean variant of the official Megatron patch),
+    so the biases cannot drift together.
+    """
+    layer_routers = routers(model)
+    if len(counts_per_layer) != len(layer_routers):
+        raise ValueError(f"got counts for {len(counts_per_layer)} MoE layers, the model has {len(layer_routers)}")
+    for router, counts_E in zip(layer_routers, counts_per_layer, strict=True):
+        counts_E = counts_E.to(device=router.expert_bias.device, dtype=torch.float32)
+        sign_E = torch.sign(counts_E.mean() - counts_E)
+        router.expert_bias += rate * (sign_E - sign_E.mean())
