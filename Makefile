@@ -16,8 +16,6 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/$(STATE)/mlflow.db
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(STATE)/torch_extensions
 export FLYTECTL_CONFIG ?= $(CURDIR)/flyte.config
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
-# Keep Flyte's local cache with the rest of the run state, so `make clean` clears both together.
-export HOME_FLYTE_CACHE := $(CURDIR)/$(STATE)/flyte-cache
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: help setup run test test-slow test-all bench lint ui dvc-status clean distclean
@@ -46,8 +44,8 @@ run: setup ## set up, then run the whole tiny pipeline locally through Flyte
 test: setup ## set up, then run the fast test suite (< 20 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: setup ## the slow tests only
-	$(PY) -m pytest -m slow -q
+test-slow: setup ## the slow tests only (none is an OK outcome)
+	$(PY) -m pytest -m slow -q || [ $$? -eq 5 ]
 
 test-all: setup ## every test
 	$(PY) -m pytest -q
@@ -65,7 +63,9 @@ ui: setup ## MLflow UI over the embedded store on http://127.0.0.1:5000
 dvc-status: setup ## is every stage output committed and pushed?
 	$(VENV)/bin/dvc status && $(VENV)/bin/dvc status --cloud
 
-clean: ## remove run state (.ling26/: MLflow store, DVC remote, Flyte cache) and data/
+clean: ## remove run state (.ling26/: MLflow store, DVC remote, Flyte outputs), data/, Flyte's local cache
+	@# Cached task outputs point into .ling26/flyte-raw: the cache must go with them.
+	-$(VENV)/bin/pyflyte local-cache clear
 	rm -rf $(STATE) data
 
 distclean: clean ## also remove the virtualenv

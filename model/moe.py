@@ -79,16 +79,21 @@ class Router(nn.Module):
         return topk_idx, topk_weight * self.routed_scaling_factor, logits_NE
 
 
+# Padded batched matmuls win while the busiest expert holds at most this many times the mean load; past
+# it the zero padding costs more than the per-expert launches it saves (early training is imbalanced).
+MAX_PADDING_RATIO = 1.5
+
+
 def dispatch_to_experts(
     x_ND: torch.Tensor, topk_idx_NA: torch.Tensor, topk_weight_NA: torch.Tensor, experts: Sequence[nn.Module]
 ) -> torch.Tensor:
-    """sum_a w[n, a] * experts[idx[n, a]](x[n]) as two batched matmuls over all experts at once.
+    """sum_a w[n, a] * experts[idx[n, a]](x[n]); the loop is over experts, never over tokens.
 
-    The N*A (token, slot) pairs are sorted by expert and laid out in an [E, C, D] buffer (C = the busiest
-    expert's load, the rest zero-padded); the experts' weights are stacked per call (official per-expert
-    parameters, so checkpoints keep the released names) and applied with ``bmm``; the weighted outputs are
-    scattered back with ``index_add_``. Two kernel launches instead of 3·E small ones: on CPU and at small
-    expert sizes the launch overhead, not the padding, is what costs (benchmarks/moe_block.py).
+    The N*A (token, slot) pairs are sorted by expert. When routing is balanced enough, the slices are laid
+    out in an [E, C, D] buffer (C = the busiest expert's load, zero-padded) and all experts run as two
+    ``bmm`` calls on their stacked weights (official per-expert parameters, so checkpoints keep the
+    released names); otherwise each expert runs once on its contiguous slice. The weighted outputs are
+    scattered back with ``index_add_``. Both paths compute the same sum (benchmarks/moe_block.py times them).
     """
     N, A = topk_idx_NA.shape
     E, D = len(experts), x_ND.shape[-1]
@@ -97,23 +102,43 @@ def dispatch_to_experts(
     token_of_slot = order // A
     counts_E = torch.bincount(flat_idx, minlength=E)
     capacity = int(counts_E.max())
-    # Position of each sorted slot inside its expert's row block of the padded buffer.
-    rank_in_expert = torch.arange(N * A, device=x_ND.device) - (counts_E.cumsum(0) - counts_E).repeat_interleave(
-        counts_E
-    )
-    buffer_slot = flat_idx[order] * capacity + rank_in_expert
-    x_ECD = x_ND.new_zeros(E * capacity, D).index_copy(0, buffer_slot, x_ND[token_of_slot]).view(E, capacity, D)
+    x_sorted = x_ND[token_of_slot]  # [N*A, D]
+    if E * capacity <= MAX_PADDING_RATIO * N * A:
+        out_SD = _batched_experts(x_sorted, flat_idx[order], counts_E, capacity, experts)
+    else:
+        outputs, start = [], 0
+        for expert, count in zip(experts, counts_E.tolist(), strict=True):
+            if count:
+                outputs.append(expert(x_sorted[start : start + count]))
+            start += count
+        out_SD = torch.cat(outputs)
+    weight_sorted = topk_weight_NA.reshape(-1)[order, None]  # fp32, so the weighted sum is fp32 as official
+    weighted = out_SD * weight_sorted
+    y_ND = torch.zeros(N, D, dtype=weighted.dtype, device=x_ND.device)
+    return y_ND.index_add_(0, token_of_slot, weighted).to(x_ND.dtype)
+
+
+def _batched_experts(
+    x_SD: torch.Tensor,
+    expert_of_slot_S: torch.Tensor,
+    counts_E: torch.Tensor,
+    capacity: int,
+    experts: Sequence[nn.Module],
+) -> torch.Tensor:
+    """SwiGLU of every expert on its rows of the expert-sorted ``x_SD`` via a padded [E, C, D] buffer."""
+    E, D = len(experts), x_SD.shape[-1]
+    rank_in_expert = torch.arange(x_SD.shape[0], device=x_SD.device) - (
+        counts_E.cumsum(0) - counts_E
+    ).repeat_interleave(counts_E)
+    buffer_slot = expert_of_slot_S * capacity + rank_in_expert
+    x_ECD = x_SD.new_zeros(E * capacity, D).index_copy(0, buffer_slot, x_SD).view(E, capacity, D)
     w_gate_up = torch.cat(
         [torch.stack([e.gate_proj.weight for e in experts]), torch.stack([e.up_proj.weight for e in experts])], dim=1
     )  # [E, 2I, D]
     w_down = torch.stack([e.down_proj.weight for e in experts])  # [E, D, I]
     gate_ECI, up_ECI = torch.bmm(x_ECD, w_gate_up.transpose(1, 2)).chunk(2, dim=-1)
     out_ECD = torch.bmm(F.silu(gate_ECI) * up_ECI, w_down.transpose(1, 2))
-    out_SD = out_ECD.reshape(E * capacity, D).index_select(0, buffer_slot)  # [N*A, D] in sorted order
-    weight_sorted = topk_weight_NA.reshape(-1)[order, None]  # fp32, so the weighted sum is fp32 as official
-    weighted = out_SD * weight_sorted
-    y_ND = torch.zeros(N, D, dtype=weighted.dtype, device=x_ND.device)
-    return y_ND.index_add_(0, token_of_slot, weighted).to(x_ND.dtype)
+    return out_ECD.reshape(E * capacity, D).index_select(0, buffer_slot)
 
 
 @dataclass

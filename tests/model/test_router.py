@@ -127,3 +127,24 @@ def test_dispatch_matches_per_token_reference():
     reference_grads = torch.autograd.grad(reference, [x, weight, experts[0].up_proj.weight], grad_out)
     for got, want in zip(grads, reference_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e9])
+def test_batched_and_per_expert_dispatch_agree(monkeypatch, ratio):
+    """The padded-bmm path (ratio large) and the per-expert loop (ratio 0) compute the same sum and grads."""
+    from model import moe
+    from model.layers import SwiGLUMLP
+
+    torch.manual_seed(0)
+    experts = torch.nn.ModuleList(SwiGLUMLP(8, 6) for _ in range(4))
+    x = torch.randn(10, 8, requires_grad=True)
+    idx = torch.tensor([[0, 1]] * 7 + [[2, 0]] * 3)  # imbalanced: expert 3 idle, expert 0 busy
+    w = torch.rand(10, 2)
+    reference = torch.stack([sum(w[n, a] * experts[int(idx[n, a])](x[n]) for a in range(2)) for n in range(10)])
+    monkeypatch.setattr(moe, "MAX_PADDING_RATIO", ratio)
+    out = moe.dispatch_to_experts(x, idx, w, experts)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [x, experts[0].gate_proj.weight])
+    ref_grads = torch.autograd.grad(reference.square().sum(), [x, experts[0].gate_proj.weight])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
