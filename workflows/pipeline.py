@@ -24,9 +24,10 @@ def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_docume
     run_id = open_pipeline_run(config_json=config_json)
     curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
     base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.curated)
-    instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=base.base)
+    hybrid = migrate(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=base.base)
+    instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=hybrid.migrated)
     return close_pipeline_run(
         config_json=config_json,
         parent_run_id=run_id,
-        stage_reports=[curated.report_json, base.report_json, instant.report_json],
+        stage_reports=[curated.report_json, base.report_json, hybrid.report_json, instant.report_json],
     )
