@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.testing
 
+from kernels.dispatch import default_device
 from kernels.lightning import (
     chunk_lightning_attn,
     fused_recurrent_lightning_attn,
@@ -208,11 +209,11 @@ def time_fwd_bwd(args: argparse.Namespace, device: str) -> list[dict]:
 
 def main() -> int:
     args = _parse_args()
-    # This script measures GPU kernels; there is nothing to choose between, so it asks for CUDA directly.
-    if not torch.cuda.is_available():
+    # The project's one device decision says whether there is a GPU to measure.
+    if default_device().type != "cuda":
         print(
-            "benchmarks/gpu_lightning.py needs a CUDA GPU; none is visible (torch.cuda.is_available() is "
-            "False). The CPU tests in tests/kernels cover the kernels through the Triton interpreter.",
+            "benchmarks/gpu_lightning.py needs a CUDA GPU; none is visible (kernels.dispatch.default_device() is "
+            "the CPU). The CPU tests in tests/kernels cover the kernels through the Triton interpreter.",
             file=sys.stderr,
         )
         return 2
