@@ -47,7 +47,8 @@ class VllmEngine:
 
     def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams) -> list[Generation]:
         """Same contract as ``NativeEngine.generate``. vLLM runs without its tokenizer (our checkpoints
-        carry token ids), so stop strings are applied here on the decoded text, and EOS by id."""
+        carry token ids), so stop strings are applied here on the decoded text, and EOS by id (a negative
+        ``eos_id`` means: never stop on a token, run to the budget)."""
         from vllm import SamplingParams as VllmParams
         from vllm.inputs import TokensPrompt
 
@@ -60,7 +61,7 @@ class VllmEngine:
                 seed=params.seed + i,
                 logprobs=0,
                 detokenize=False,
-                stop_token_ids=[self.eos_id],
+                stop_token_ids=[self.eos_id] if self.eos_id >= 0 else None,
             )
             for i in range(len(ids))
         ]
