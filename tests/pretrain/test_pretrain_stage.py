@@ -37,8 +37,13 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     run_curation(cfg, root / "curated")
     logged = []
-    metrics = run_pretrain(cfg, root / "curated", root / "out", checkpoint_root=root / "ckpt",
-                           on_log=lambda step, m: logged.append((step, dict(m))))
+    metrics = run_pretrain(
+        cfg,
+        root / "curated",
+        root / "out",
+        checkpoint_root=root / "ckpt",
+        on_log=lambda step, m: logged.append((step, dict(m))),
+    )
     return cfg, root, metrics, logged
 
 
