@@ -6,7 +6,7 @@ Ling-2.5/2.6 hybrid (BailingMoeV2_5, Lightning + MLA): ``HybridForCausalLM`` wit
 
 from model.attention import KVCache
 from model.export import checkpoint_state_dict, export_hf, load_hf
-from model.export_hybrid import export_hybrid_hf, load_checkpoint, load_hybrid_hf
+from model.export_hybrid import export_checkpoint, export_hybrid_hf, load_checkpoint, load_hybrid_hf
 from model.hybrid import HybridForCausalLM, model_log_decays, set_decay_rule
 from model.hybrid_cache import HybridCache, cache_bytes_per_token
 from model.ling2 import Ling2ForCausalLM, Ling2Output, count_parameters
@@ -22,6 +22,7 @@ __all__ = [
     "cache_bytes_per_token",
     "checkpoint_state_dict",
     "count_parameters",
+    "export_checkpoint",
     "export_hf",
     "export_hybrid_hf",
     "load_checkpoint",

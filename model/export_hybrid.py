@@ -168,3 +168,10 @@ def load_checkpoint(folder: str | Path, base: ModelConfig | None = None) -> nn.M
     if "BailingMoeV2_5ForCausalLM" in architectures:
         return load_hybrid_hf(folder, base=base)
     return load_hf(folder, base=base)
+
+
+def export_checkpoint(model: nn.Module, out_dir: str | Path) -> Path:
+    """Write either architecture in its official layout: the counterpart of ``load_checkpoint``."""
+    from .export import export_hf
+
+    return (export_hybrid_hf if isinstance(model, HybridForCausalLM) else export_hf)(model, out_dir)

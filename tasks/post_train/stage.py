@@ -47,7 +47,7 @@ def run_post_train(
     cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *, on_log: OnLog | None = None
 ) -> dict[str, Any]:
     from environments import all_environments
-    from model import export_hf, export_hybrid_hf, load_checkpoint
+    from model import export_checkpoint, load_checkpoint
     from tasks.curate.tokenizer import load_tokenizer
     from tasks.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
     from tasks.pretrain.stage import eval_tasks
@@ -97,15 +97,9 @@ def run_post_train(
     checkpoint = out_dir / "checkpoint"
     if checkpoint.exists():
         shutil.rmtree(checkpoint)
-    (export_hybrid_hf if _is_hybrid(model) else export_hf)(model.eval(), checkpoint)
+    export_checkpoint(model.eval(), checkpoint)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(curated / "tokenizer" / name, checkpoint / name)
     metrics["final_phase"] = table["checkpoint"].iloc[-1]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
     return metrics
-
-
-def _is_hybrid(model) -> bool:
-    from model import HybridForCausalLM
-
-    return isinstance(model, HybridForCausalLM)
