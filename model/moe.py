@@ -106,9 +106,13 @@ def dispatch_to_experts(
     if E * capacity <= MAX_PADDING_RATIO * N * A:
         out_SD = _batched_experts(x_sorted, flat_idx[order], counts_E, capacity, experts)
     else:
+        # While training, an expert that got no tokens still runs (on zero rows): its gradient is then a zero
+        # tensor, not None, so every data-parallel rank reduces the same parameters (ZeRO 1-3 buckets would
+        # otherwise differ in size between ranks and the collective aborts).
+        run_empty = torch.is_grad_enabled()
         outputs, start = [], 0
         for expert, count in zip(experts, counts_E.tolist(), strict=True):
-            if count:
+            if count or run_empty:
                 outputs.append(expert(x_sorted[start : start + count]))
             start += count
         out_SD = torch.cat(outputs)

@@ -70,6 +70,13 @@ def run_distributed(
     subprocess.run(worker_command(target, nproc, args), env=child_env, timeout=timeout, check=True)
 
 
+def leave_process_group() -> None:
+    """End this worker's part in the process group; without it a successful two-process gloo run can
+    crash in interpreter teardown (ARCHITECTURE §3)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_worker(target: str, args: Sequence[str]) -> NoReturn:
     """Inside one torchrun worker: call the target, then leave without interpreter teardown."""
     code = 0
@@ -80,8 +87,8 @@ def run_worker(target: str, args: Sequence[str]) -> NoReturn:
     except BaseException:
         log.exception("worker rank %s failed", os.environ.get("RANK", "?"))
         code = 1
-    if code == 0 and dist.is_initialized():
-        dist.destroy_process_group()
+    if code == 0:
+        leave_process_group()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,7 +6,9 @@ Outputs under ``out_dir``:
   eval_summary.parquet    EvalResult rows per family (+ "all")
   eval_rollouts.parquet   every eval response with its verdict and token count
   metrics.json            held-out loss (last vs merged), unigram baseline, training summary
-Training checkpoints (for resume) live under the state folder, not in DVC.
+Training checkpoints (for resume) live under the state folder, not in DVC. Under a launcher every rank
+trains (data-parallel); rank 0 alone then merges, evaluates and writes the outputs, the others return
+their training metrics.
 """
 
 from __future__ import annotations
@@ -101,7 +103,6 @@ def run_pretrain(
     if pcfg.base_checkpoint:
         model = load_hf(pcfg.base_checkpoint, base=cfg.model)
         metrics["imported_from"] = pcfg.base_checkpoint
-        is_main = True
     else:
         model = Ling2ForCausalLM(cfg.model)
         engine = build_engine(
@@ -141,9 +142,11 @@ def run_pretrain(
             on_log=log_metrics,
             after_step=expert_bias_updater(engine, cfg.model.router_bias_update_rate),
         )
-        is_main = engine.is_main
         metrics.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
-        metrics["resumed_from_step"] = result.resumed_from
+        metrics.update(resumed_from_step=result.resumed_from, world_size=engine.world_size)
+        if not engine.is_main:
+            # Training was the only collective work; merging, evaluation and export are rank 0's.
+            return metrics
         model = engine.module
         model.eval()
         metrics["heldout_loss_last"] = heldout_loss(
@@ -153,8 +156,6 @@ def run_pretrain(
         model.load_state_dict(merged)
         metrics["merged_checkpoints"] = min(len(result.checkpoints), pcfg.optim.merge_last_k)
 
-    if not is_main:
-        return metrics
     model.eval()
     total, active = count_parameters(model)
     metrics.update({"params_total": total, "params_active": active})

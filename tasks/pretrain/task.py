@@ -2,18 +2,24 @@
 
 ``LING26_PRETRAIN_NPROC`` (read when the workflow is registered) > 1 runs the task under kfpytorch's
 ``Elastic`` config (torchrun, one node): locally that starts the worker processes with gloo on CPU, on a
-cluster a PyTorchJob; the DeepSpeed engine inside is the same either way.
+cluster a PyTorchJob; the DeepSpeed engine inside is the same either way. Every worker runs this task's
+body: all ranks train together, rank 0 alone then evaluates, exports and writes lineage (MLflow, DVC),
+and Elastic returns rank 0's outputs.
 """
 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from flytekit import Deck, task
 from flytekit.types.directory import FlyteDirectory
 
 from tasks.common import stage_cache
+
+if TYPE_CHECKING:
+    from configs import PipelineConfig
 
 
 class PretrainOutputs(NamedTuple):
@@ -30,19 +36,33 @@ def _task_config():
     return Elastic(nnodes=1, nproc_per_node=nproc)
 
 
-@task(cache=stage_cache("pretrain"), enable_deck=True, task_config=_task_config())
-def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> PretrainOutputs:
-    """Curated shards -> Ling-2.0 base (trained, or imported via pretrain.base_checkpoint), evaluated and exported."""
-    import json
-    from pathlib import Path
-
+def _checkpoint_root() -> Path:
     from lineage.paths import state_dir
-    from tasks.common import load_config, output_dir, stage, version_outputs
+
+    return state_dir() / "checkpoints" / "pretrain"
+
+
+def _train_beside_rank0(cfg: PipelineConfig, curated_dir: Path) -> None:
+    """A rank > 0: train in lockstep with rank 0 (its collectives need every rank), touch nothing else.
+
+    Elastic drops the return value of every rank but 0, so there is nothing to return.
+    """
+    from lineage.paths import stage_dir
+    from tasks.pretrain.stage import run_pretrain
+
+    if cfg.pretrain.base_checkpoint:
+        return  # an imported base is not trained: rank 0 alone evaluates and exports it
+    run_pretrain(cfg, curated_dir, stage_dir("pretrain"), checkpoint_root=_checkpoint_root())
+
+
+def _train_and_record(cfg: PipelineConfig, parent_run_id: str, curated_dir: Path) -> PretrainOutputs:
+    """Rank 0 (or the only process): train, evaluate and export, inside the stage's nested MLflow run."""
+    import json
+
+    from tasks.common import output_dir, stage, version_outputs
     from tasks.pretrain.report import record_pretrain
     from tasks.pretrain.stage import run_pretrain
 
-    cfg = load_config(config_json)
-    curated_dir = Path(curated.download())
     out_dir = output_dir("pretrain")
     history: list[tuple[int, dict[str, float]]] = []
     with stage("pretrain", cfg, parent_run_id) as run:
@@ -51,9 +71,7 @@ def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> P
             history.append((step, dict(metrics)))
             run.log_metrics(metrics, step=step)
 
-        metrics = run_pretrain(
-            cfg, curated_dir, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain", on_log=on_log
-        )
+        metrics = run_pretrain(cfg, curated_dir, out_dir, checkpoint_root=_checkpoint_root(), on_log=on_log)
         Deck("pretrain", record_pretrain(run, metrics, curated_dir, out_dir, history))
         report = {
             "stage": "pretrain",
@@ -64,3 +82,29 @@ def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> P
         acc = {r["family"]: r["accuracy"] for r in metrics["eval"]}
         report["summary_metrics"].update({f"accuracy_{k}": v for k, v in acc.items()})
     return PretrainOutputs(base=FlyteDirectory(str(out_dir)), report_json=json.dumps(report, sort_keys=True))
+
+
+def _leave_launched_world() -> None:
+    """Workers of a launcher end with ``destroy_process_group()``. Unlike ``training.launch`` they cannot
+    ``os._exit`` afterwards: Elastic still has to carry their return value to its agent. A world of one
+    that DeepSpeed started inside a plain process stays, for the stages after this one."""
+    from training.engine import launched_world_size
+    from training.launch import leave_process_group
+
+    if launched_world_size() > 1:
+        leave_process_group()
+
+
+@task(cache=stage_cache("pretrain"), enable_deck=True, task_config=_task_config())
+def pretrain(config_json: str, parent_run_id: str, curated: FlyteDirectory) -> PretrainOutputs:
+    """Curated shards -> Ling-2.0 base (trained, or imported via pretrain.base_checkpoint), evaluated and exported."""
+    from tasks.common import is_main_process, load_config
+
+    cfg = load_config(config_json)
+    curated_dir = Path(curated.download())
+    if is_main_process():
+        outputs = _train_and_record(cfg, parent_run_id, curated_dir)
+    else:
+        outputs = _train_beside_rank0(cfg, curated_dir)
+    _leave_launched_world()
+    return outputs

@@ -148,3 +148,27 @@ def test_batched_and_per_expert_dispatch_agree(monkeypatch, ratio):
     ref_grads = torch.autograd.grad(reference.square().sum(), [x, experts[0].gate_proj.weight])
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e9])
+def test_idle_experts_get_zero_gradients_not_none(monkeypatch, ratio):
+    """Every rank must reduce the same parameter set under ZeRO 1-3: an expert no token chose still gets a
+    (zero) gradient on either dispatch path; without autograd the idle expert is skipped."""
+    from model import moe
+
+    torch.manual_seed(0)
+    experts = torch.nn.ModuleList(SwiGLUMLP(8, 6) for _ in range(4))
+    x = torch.randn(10, 8)
+    idx = torch.tensor([[0, 1]] * 7 + [[2, 0]] * 3)  # expert 3 idle
+    monkeypatch.setattr(moe, "MAX_PADDING_RATIO", ratio)
+    moe.dispatch_to_experts(x, idx, torch.rand(10, 2), experts).sum().backward()
+    for p in experts[3].parameters():
+        assert p.grad is not None and not p.grad.any()
+    assert all(p.grad is not None and p.grad.any() for p in experts[0].parameters())
+
+    calls = []
+    experts[3].register_forward_hook(lambda *_: calls.append(3))
+    monkeypatch.setattr(moe, "MAX_PADDING_RATIO", 0.0)
+    with torch.no_grad():
+        moe.dispatch_to_experts(x, idx, torch.rand(10, 2), experts)
+    assert calls == []
