@@ -5,6 +5,8 @@ from __future__ import annotations
 from configs.base import ConfigError, config
 
 ENVIRONMENT_FAMILIES = ("math", "code", "search", "tool_use", "workflow")
+# The longest response (SFT response, candidate, preference side) any table contract accepts.
+RESPONSE_MAX_CHARS = 4096
 
 
 @config

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from configs.base import ConfigError, config
+from configs.data import RESPONSE_MAX_CHARS
 
 
 @config
@@ -119,10 +120,29 @@ class PreferencePhaseConfig:
 
 
 @config
+class RowContractsConfig:
+    """Length bounds on the rows post-training learns from (``data_contracts.training_rows``); a row outside
+    them is quarantined. An SFT row is also bounded by ``sft.seq_len``: prompt + response + EOS fill at
+    most one packed row."""
+
+    max_response_chars: int = RESPONSE_MAX_CHARS
+    # Prompt + response tokens of either side of a preference pair: the padded batch is this wide at most.
+    max_pair_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        # The table contracts cap responses at RESPONSE_MAX_CHARS; the stage may tighten that, not loosen it.
+        if not 1 <= self.max_response_chars <= RESPONSE_MAX_CHARS:
+            raise ConfigError(f"post_train.contracts.max_response_chars must lie in [1, {RESPONSE_MAX_CHARS}]")
+        if self.max_pair_tokens < 2:
+            raise ConfigError("post_train.contracts.max_pair_tokens must be >= 2 (a prompt and a response token)")
+
+
+@config
 class PostTrainConfig:
     engine: EngineConfig = EngineConfig()
     sft: SFTPhaseConfig = SFTPhaseConfig()
     rl: RLPhaseConfig = RLPhaseConfig()
     preference: PreferencePhaseConfig = PreferencePhaseConfig()
+    contracts: RowContractsConfig = RowContractsConfig()
     # Four evaluations (base, after each phase): fewer prompts each than the pretrain stage's one.
     eval: EvalConfig = EvalConfig(prompts_per_family=16)

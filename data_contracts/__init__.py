@@ -1,5 +1,6 @@
 """Contracts at every stage boundary: pandera models (row shape), great-expectations suites (table
-properties), and the quarantine ledger that keeps every rejected row with its rule."""
+properties), and the quarantine ledger that keeps every rejected row with its rule (intake rules for
+documents in ``quarantine``, for the rows post-training learns from in ``training_rows``)."""
 
 from data_contracts.expectations import ExpectationsFailed, SuiteReport, validate_table, validate_tables
 from data_contracts.quarantine import (
@@ -18,6 +19,7 @@ from data_contracts.schemas import (
     QuarantineRow,
     SFTExample,
 )
+from data_contracts.training_rows import NoRowsLeft, require_kept, screen_preference_pairs, screen_sft_rows
 
 __all__ = [
     "CandidateResponse",
@@ -25,6 +27,7 @@ __all__ = [
     "EvalResult",
     "ExpectationsFailed",
     "IntakeResult",
+    "NoRowsLeft",
     "PreferencePair",
     "PretrainDocument",
     "PromptRow",
@@ -33,7 +36,10 @@ __all__ = [
     "SFTExample",
     "SuiteReport",
     "drop_and_quarantine",
+    "require_kept",
     "screen_documents",
+    "screen_preference_pairs",
+    "screen_sft_rows",
     "validate_table",
     "validate_tables",
 ]

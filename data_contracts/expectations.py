@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from configs.data import RESPONSE_MAX_CHARS
 from data_contracts.schemas import FAMILIES
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -55,13 +56,13 @@ def _suite_prompts(gxe: Any, **_: Any) -> list[Any]:
     ]
 
 
-def _suite_sft(gxe: Any, **_: Any) -> list[Any]:
+def _suite_sft(gxe: Any, *, max_response_chars: int = RESPONSE_MAX_CHARS, **_: Any) -> list[Any]:
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="prompt_id"),
         gxe.ExpectColumnValuesToBeInSet(column="correct", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="style", value_set=["short", "cot", "verbose"]),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="response", min_value=1, max_value=4096),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="response", min_value=1, max_value=max_response_chars),
         gxe.ExpectColumnValuesToBeInSet(column="family", value_set=FAMILIES),
     ]
 
@@ -70,16 +71,18 @@ def _suite_candidates(gxe: Any, **_: Any) -> list[Any]:
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=2),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["prompt_id", "candidate_idx"]),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="response", min_value=1, max_value=4096),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="response", min_value=1, max_value=RESPONSE_MAX_CHARS),
         # Shortest-correct selection and preference pairs need both correct and wrong candidates.
         gxe.ExpectColumnMeanToBeBetween(column="correct", min_value=0.05, max_value=0.95),
     ]
 
 
-def _suite_preferences(gxe: Any, **_: Any) -> list[Any]:
+def _suite_preferences(gxe: Any, *, max_response_chars: int = RESPONSE_MAX_CHARS, **_: Any) -> list[Any]:
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1, max_value=max_response_chars),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1, max_value=max_response_chars),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="chosen_reward", column_B="rejected_reward"),
         gxe.ExpectColumnValuesToBeInSet(column="chosen_verified", value_set=[True]),
     ]

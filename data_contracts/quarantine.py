@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,7 +49,7 @@ class QuarantineLedger:
     def add(self, table: str, row_id: Any, rule: str, detail: str, value: Any = "") -> None:
         if rule not in QUARANTINE_RULES:
             raise ValueError(f"unknown quarantine rule {rule!r}")
-        row_id = _excerpt(row_id) if row_id is not None and not _is_missing(row_id) else "<missing>"
+        row_id = _excerpt(row_id) if row_id is not None and not is_missing(row_id) else "<missing>"
         self._rows.append(
             {"row_id": row_id, "table": table, "rule": rule, "detail": detail, "excerpt": _excerpt(value)}
         )
@@ -81,6 +81,13 @@ class IntakeResult:
     def rows_quarantined(self) -> int:
         return sum(self.quarantined_by_rule.values())
 
+    @classmethod
+    def concat(cls, table: str, parts: Sequence[IntakeResult]) -> IntakeResult:
+        """One table screened in parts (a phase's per-step batches) as one result."""
+        kept = pd.concat([p.kept for p in parts], ignore_index=True) if parts else pd.DataFrame()
+        by_rule = sum((Counter(p.quarantined_by_rule) for p in parts), Counter())
+        return cls(table, sum(p.rows_in for p in parts), kept, dict(by_rule))
+
     def check_balance(self) -> None:
         if self.rows_in != len(self.kept) + self.rows_quarantined:
             raise AssertionError(
@@ -88,13 +95,13 @@ class IntakeResult:
             )
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-def _decode_text(value: Any) -> tuple[str | None, str | None, str]:
+def decode_text(value: Any) -> tuple[str | None, str | None, str]:
     """Return (text, rule, detail): text when valid, else the rule it breaks."""
-    if _is_missing(value):
+    if is_missing(value):
         return None, "null_field", "text is null/NaN"
     if isinstance(value, bytes):
         try:
@@ -138,7 +145,7 @@ def screen_documents(
         doc_id = row.get("doc_id")
         # A row without a usable id is named by where it came from (file:line), else its position.
         where = row.get("origin") or f"#{position}"
-        if _is_missing(doc_id):
+        if is_missing(doc_id):
             ledger.add(table, where, "null_field", "doc_id is null/NaN", row.get("text", ""))
             continue
         if not isinstance(doc_id, str) or not doc_id:
@@ -147,10 +154,10 @@ def screen_documents(
             )
             continue
         source = row.get("source", "unknown")
-        if not isinstance(source, str) or _is_missing(source):
+        if not isinstance(source, str) or is_missing(source):
             ledger.add(table, doc_id, "wrong_type", "source must be a string", source)
             continue
-        text, rule, detail = _decode_text(row.get("text"))
+        text, rule, detail = decode_text(row.get("text"))
         if rule is not None:
             ledger.add(table, doc_id, rule, detail, row.get("text", ""))
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing.pandas import Series
 
-from configs.data import ENVIRONMENT_FAMILIES
+from configs.data import ENVIRONMENT_FAMILIES, RESPONSE_MAX_CHARS
 
 FAMILIES = list(ENVIRONMENT_FAMILIES)
 QUARANTINE_RULES = [
@@ -27,6 +27,7 @@ QUARANTINE_RULES = [
     "unverified_label",
     "chosen_equals_rejected",
     "length_out_of_bounds",
+    "reward_margin_not_positive",
 ]
 
 
@@ -94,7 +95,7 @@ class SFTExample(pa.DataFrameModel):
     family: Series[str] = pa.Field(isin=FAMILIES)
     difficulty: Series[int] = pa.Field(ge=1, le=5)
     prompt: Series[str] = pa.Field(str_length={"min_value": 1})
-    response: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 4096})
+    response: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": RESPONSE_MAX_CHARS})
     style: Series[str] = pa.Field(isin=["short", "cot", "verbose"])
     correct: Series[bool] = pa.Field(isin=[True])
     n_chars: Series[int] = pa.Field(gt=0)
@@ -111,7 +112,7 @@ class CandidateResponse(pa.DataFrameModel):
     family: Series[str] = pa.Field(isin=FAMILIES)
     difficulty: Series[int] = pa.Field(ge=1, le=5)
     prompt: Series[str] = pa.Field(str_length={"min_value": 1})
-    response: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 4096})
+    response: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": RESPONSE_MAX_CHARS})
     style: Series[str] = pa.Field(isin=["short", "cot", "verbose", "wrong"])
     correct: Series[bool]
     n_chars: Series[int] = pa.Field(gt=0)
@@ -135,8 +136,8 @@ class PreferencePair(pa.DataFrameModel):
     prompt_id: Series[str]
     family: Series[str] = pa.Field(isin=FAMILIES)
     prompt: Series[str] = pa.Field(str_length={"min_value": 1})
-    chosen: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 4096})
-    rejected: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 4096})
+    chosen: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": RESPONSE_MAX_CHARS})
+    rejected: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": RESPONSE_MAX_CHARS})
     chosen_reward: Series[float]
     rejected_reward: Series[float]
     chosen_verified: Series[bool] = pa.Field(isin=[True])

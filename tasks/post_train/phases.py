@@ -4,6 +4,9 @@ updates the model in place and reports per-step metrics through ``on_log``:
 1. ``sft_phase``: SFT on shortest-correct responses (selection + pruning of verified candidates);
 2. ``rl_phase``: synchronous on-policy RL with Evo-CoT rewards and the LPO loss (GRPO / GSPO selectable);
 3. ``preference_phase``: bidirectional preference alignment (offset DPO) on verified on-policy pairs.
+
+SFT rows and preference pairs are ``SFTExample`` / ``PreferencePair`` tables; a phase trains only on rows
+that passed their contract (``tasks.post_train.contracts``).
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ import pandas as pd
 import torch
 
 from configs import PipelineConfig
+from data_contracts import IntakeResult, QuarantineLedger
+from data_contracts.training_rows import PAIR_DTYPES, SFT_DTYPES
 from tasks.post_train.common import phase_engine, response_batch, token_logps
+from tasks.post_train.contracts import screen_pairs
 
 OnLog = Callable[[str, int, Mapping[str, float]], None]
 
 
 def sft_rows(
     candidates: pd.DataFrame, sft: pd.DataFrame, envs: Mapping[str, Any], tasks_by_id: Mapping[str, Any], mode: str
-) -> tuple[list[dict[str, str]], dict[str, float]]:
-    """(prompt, response) rows: the plain full-length SFT table, or shortest-correct selection + pruning."""
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """``SFTExample`` rows: the plain full-length SFT table, or shortest-correct selection + pruning."""
     if mode == "full":
-        rows = [{"prompt": r.prompt, "response": r.response} for r in sft.itertuples()]
-        return rows, {"mean_response_chars": float(sft["response"].str.len().mean())}
+        return sft, {"mean_response_chars": float(sft["response"].str.len().mean())}
     from training.objectives import select_shortest_correct
 
     # Curation verified every candidate already; only pruned variants need the verifier (and the sandbox).
@@ -43,25 +48,43 @@ def sft_rows(
     selected, stats = select_shortest_correct(
         ({"prompt_id": r.prompt_id, "text": r.response} for r in candidates.itertuples()), verify
     )
-    prompts = dict(zip(candidates["prompt_id"], candidates["prompt"], strict=False))
-    rows = [{"prompt": prompts[s["prompt_id"]], "response": s["text"]} for s in selected]
+    by_response = {(r.prompt_id, r.response): r for r in candidates.itertuples()}
+    rows = pd.DataFrame(
+        [
+            _sft_row(by_response[s["prompt_id"], s["original_text"]], s["text"], known[s["prompt_id"], s["text"]])
+            for s in selected
+        ],
+        columns=list(SFT_DTYPES),
+    )
     stats = {k: float(v) for k, v in stats.items()}
-    stats["mean_response_chars"] = sum(len(r["response"]) for r in rows) / max(1, len(rows))
+    stats["mean_response_chars"] = float(rows["n_chars"].sum()) / max(1, len(rows))
     stats["full_mean_response_chars"] = float(sft["response"].str.len().mean())
     return rows, stats
 
 
-def sft_phase(
-    model, tokenizer, rows: Sequence[Mapping[str, str]], cfg: PipelineConfig, on_log: OnLog
-) -> dict[str, float]:
+def _sft_row(candidate: Any, response: str, correct: bool) -> dict[str, Any]:
+    """The candidate's metadata with the (possibly pruned) response and the verifier's verdict on it."""
+    return {
+        "prompt_id": candidate.prompt_id,
+        "family": candidate.family,
+        "difficulty": int(candidate.difficulty),
+        "prompt": candidate.prompt,
+        "response": response,
+        "style": candidate.style,
+        "correct": correct,
+        "n_chars": len(response),
+    }
+
+
+def sft_phase(model, tokenizer, rows: pd.DataFrame, cfg: PipelineConfig, on_log: OnLog) -> dict[str, float]:
     from tasks.curate.tokenizer import EOS, PAD
     from training.objectives import pack_examples, sft_loss
 
     p = cfg.post_train.sft
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
     ids_NT, mask_NT = pack_examples(
-        [encode(r["prompt"]) for r in rows],
-        [encode(r["response"]) for r in rows],
+        [encode(text) for text in rows["prompt"]],
+        [encode(text) for text in rows["response"]],
         p.seq_len,
         tokenizer.token_to_id(PAD),
         tokenizer.token_to_id(EOS),
@@ -199,10 +222,13 @@ def _unit_ids(tokenizer, rolls: Sequence[Any], width: int) -> torch.Tensor:
 
 
 def preference_phase(
-    model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, on_log: OnLog
-) -> dict[str, float]:
+    model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, on_log: OnLog, ledger: QuarantineLedger
+) -> tuple[dict[str, float], IntakeResult]:
     """On-policy samples -> verified pairs (shortest correct vs worse) -> offset-DPO against the phase's
-    starting policy as reference, with the bidirectional score gap as margin."""
+    starting policy as reference, with the bidirectional score gap as margin.
+
+    Each step's pairs pass the ``PreferencePair`` contract before they are trained on; broken pairs go to
+    ``ledger``. Returns the last step's metrics and the phase's pairs (kept and counted) as one table."""
     from tasks.curate.tokenizer import PAD
     from training.objectives import PreferenceConfig, build_preference_pairs, preference_loss
 
@@ -213,6 +239,7 @@ def preference_phase(
     rng = random.Random(cfg.seed + 1)
     pad = tokenizer.token_to_id(PAD)
     last: dict[str, float] = {"pairs": 0.0}
+    screened: list[IntakeResult] = []
     for step in range(1, p.steps + 1):
         batch_tasks = rng.sample(list(tasks), min(p.prompts_per_step, len(tasks)))
         rolls = _sample_groups(
@@ -240,12 +267,16 @@ def preference_phase(
                     "length": r.model_tokens,
                 }
             )
+        verified = {(row["prompt_id"], row["text"]): row["correct"] for row in rows}
         pairs = build_preference_pairs(rows, max_pairs_per_prompt=1)
-        if not pairs:
-            on_log("preference", step, {"pairs": 0.0})
+        result = screen_pairs(_pair_table(pairs, by_text, verified, step), ledger, cfg, tokenizer)
+        screened.append(result)
+        kept = result.kept
+        if kept.empty:
+            on_log("preference", step, {"pairs": 0.0, "pairs_quarantined": float(result.rows_quarantined)})
             continue
-        chosen = [by_text[(pp.prompt_id, pp.chosen)] for pp in pairs]
-        rejected = [by_text[(pp.prompt_id, pp.rejected)] for pp in pairs]
+        chosen = [by_text[key] for key in zip(kept["prompt_id"], kept["chosen"], strict=True)]
+        rejected = [by_text[key] for key in zip(kept["prompt_id"], kept["rejected"], strict=True)]
         c_ids, c_attn, c_mask = response_batch(
             [r.prompt_ids for r in chosen], [r.response_ids for r in chosen], [r.response_mask for r in chosen], pad
         )
@@ -264,16 +295,40 @@ def preference_phase(
             ref_r,
             c_mask,
             r_mask,
-            torch.tensor([pp.chosen_score for pp in pairs]),
-            torch.tensor([pp.rejected_score for pp in pairs]),
+            torch.tensor(kept["chosen_reward"].to_numpy(), dtype=torch.float32),
+            torch.tensor(kept["rejected_reward"].to_numpy(), dtype=torch.float32),
             loss_cfg,
         )
         engine.backward(loss)
         engine.step()
         last = {
             "loss": float(loss.detach()),
-            "pairs": float(len(pairs)),
+            "pairs": float(len(kept)),
+            "pairs_quarantined": float(result.rows_quarantined),
             **{k: float(v) for k, v in stats.items() if v.numel() == 1},
         }
         on_log("preference", step, last)
-    return last
+    return last, IntakeResult.concat("preference_pairs", screened)
+
+
+def _pair_table(
+    pairs: Sequence[Any], by_text: Mapping[tuple[str, str], Any], verified: Mapping[tuple[str, str], bool], step: int
+) -> pd.DataFrame:
+    """One step's pairs as ``PreferencePair`` rows; the chosen side's verdict is the verified label."""
+    rows = []
+    for i, pp in enumerate(pairs):
+        task = by_text[pp.prompt_id, pp.chosen].task
+        rows.append(
+            {
+                "pair_id": f"{pp.prompt_id}@{step}#{i}",
+                "prompt_id": pp.prompt_id,
+                "family": task.family,
+                "prompt": task.prompt,
+                "chosen": pp.chosen,
+                "rejected": pp.rejected,
+                "chosen_reward": pp.chosen_score,
+                "rejected_reward": pp.rejected_score,
+                "chosen_verified": verified[pp.prompt_id, pp.chosen],
+            }
+        )
+    return pd.DataFrame(rows, columns=list(PAIR_DTYPES))

@@ -24,10 +24,32 @@ def record_post_train(
     run.log_file_input(base / "checkpoint", name="initial/checkpoint", context="initial-weights")
     summary = pd.read_parquet(out_dir / "eval_summary.parquet")
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+    run.log_metrics(contract_metrics(metrics["contracts"]))
     run.log_dict(metrics, "post_train_metrics.json")
     run.log_artifact(out_dir / "eval_summary.parquet", "eval")
+    quarantine = out_dir / "quarantine.parquet"
+    run.log_artifact(quarantine, "contracts")
+    quarantined = pd.read_parquet(quarantine)
+    # MLflow cannot infer a schema for an empty table (the usual case here); the artifact still records it.
+    if len(quarantined):
+        run.log_table_input(quarantined, name="post_train/quarantine", source=quarantine, context="output")
     overall = summary[summary["family"] == "all"]
-    deck = ["<h3>Evaluation after each phase</h3>", plots.table_html(summary.to_dict("records"), list(summary.columns))]
+    deck = [
+        "<h3>Evaluation after each phase</h3>",
+        plots.table_html(summary.to_dict("records"), list(summary.columns)),
+        "<h3>Data contracts</h3>",
+        plots.table_html(
+            [
+                {
+                    "table": table,
+                    **{c: t[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
+                    "by rule": ", ".join(f"{r}={n}" for r, n in t["quarantined_by_rule"].items()),
+                }
+                for table, t in metrics["contracts"].items()
+            ],
+            ["table", "rows_in", "rows_kept", "rows_quarantined", "by rule"],
+        ),
+    ]
     figures = {
         "plots/accuracy_by_phase.png": plots.bar_chart(
             dict(zip(overall["checkpoint"], overall["accuracy"], strict=True)),
@@ -67,3 +89,14 @@ def record_post_train(
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))
     return "\n".join(deck)
+
+
+def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``contracts.<table>.rows_in|rows_kept|rows_quarantined`` and ``contracts.<table>.quarantined.<rule>``."""
+    out = {}
+    for table, t in contracts.items():
+        for key in ("rows_in", "rows_kept", "rows_quarantined"):
+            out[f"contracts.{table}.{key}"] = float(t[key])
+        for rule, n in t["quarantined_by_rule"].items():
+            out[f"contracts.{table}.quarantined.{rule}"] = float(n)
+    return out

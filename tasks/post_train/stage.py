@@ -4,7 +4,9 @@ rewards -> bidirectional preference alignment, the model evaluated by the harnes
 Outputs under ``out_dir``:
   checkpoint/               the instant "Ling" model, official layout + tokenizer
   eval_summary.parquet      EvalResult rows of every phase (checkpoint column = phase)
-  metrics.json              per-phase results, data selection statistics, the before/after comparison
+  quarantine.parquet        every SFT row and preference pair that broke its contract, with the rule
+  metrics.json              per-phase results, data selection statistics, contract counts, the before/after
+                            comparison
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import pandas as pd
 import torch
 
 from configs import PipelineConfig
+from data_contracts import QuarantineLedger
 from tasks.post_train.common import eval_metrics, evaluate
+from tasks.post_train.contracts import contract_counts, require_pairs, screen_sft, write_quarantine
 
 logger = logging.getLogger(__name__)
 OnLog = Callable[[str, int, Mapping[str, float]], None]
@@ -79,19 +83,28 @@ def run_post_train(
         metrics.update(flat)
         log("eval", PHASES.index(phase), flat)
 
-    checkpoint_eval("base")
-    rows, selection = sft_rows(candidates, sft_table, envs, sft_tasks, cfg.post_train.sft.data)
-    metrics["sft_data"] = selection
-    metrics["sft"] = sft_phase(model, tokenizer, rows, cfg, log)
-    checkpoint_eval("sft")
-    if cfg.post_train.rl.steps:
-        metrics["rl"] = rl_phase(model, tokenizer, envs, rl_tasks, cfg, log)
-        checkpoint_eval("rl")
-    if cfg.post_train.preference.steps:
-        metrics["preference"] = preference_phase(model, tokenizer, envs, rl_tasks, cfg, log)
-        checkpoint_eval("preference")
+    ledger = QuarantineLedger()
+    # Written however the stage ends: when a contract stops it, the quarantined rows say why.
+    try:
+        # Screened before any evaluation or training, so a broken table fails the stage in seconds.
+        rows, metrics["sft_data"] = sft_rows(candidates, sft_table, envs, sft_tasks, cfg.post_train.sft.data)
+        sft_data = screen_sft(rows, ledger, cfg, tokenizer)
+        screened = [sft_data]
+        checkpoint_eval("base")
+        metrics["sft"] = sft_phase(model, tokenizer, sft_data.kept, cfg, log)
+        checkpoint_eval("sft")
+        if cfg.post_train.rl.steps:
+            metrics["rl"] = rl_phase(model, tokenizer, envs, rl_tasks, cfg, log)
+            checkpoint_eval("rl")
+        if cfg.post_train.preference.steps:
+            metrics["preference"], pairs = preference_phase(model, tokenizer, envs, rl_tasks, cfg, log, ledger)
+            require_pairs(pairs)
+            screened.append(pairs)
+            checkpoint_eval("preference")
+    finally:
+        write_quarantine(ledger, out_dir)
+    metrics["contracts"] = contract_counts(screened)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = pd.concat(summaries, ignore_index=True)
     table.to_parquet(out_dir / "eval_summary.parquet", index=False)
     checkpoint = out_dir / "checkpoint"
