@@ -84,7 +84,7 @@ class NativeEngine:
             keep = torch.tensor(still, device=device)
             alive = [alive[row] for row in still]
             mask_BT = torch.cat([mask_BT[keep], torch.ones((len(still), 1), dtype=torch.long, device=device)], dim=1)
-            cache = _select_rows(cache, keep)
+            cache = cache.select_rows(keep)
             step_BT = next_B[still].to(device)[:, None]
             out = self.model(step_BT, attention_mask=mask_BT, past_key_values=cache, use_cache=True)
             cache, logits_BV = out.past_key_values, out.logits[:, -1].float()
@@ -96,14 +96,3 @@ class NativeEngine:
                 g.text = g.text[: cut + len(g.stop_string)]
         self.model.train(was_training)
         return gens
-
-
-def _select_rows(cache, rows: torch.Tensor):
-    """Keep only the still-running rows of every cached layer (any cache with per-layer tensor lists)."""
-    if hasattr(cache, "select_rows"):
-        return cache.select_rows(rows)
-    for name in ("keys", "values"):
-        layers = getattr(cache, name)
-        for i, t in enumerate(layers):
-            layers[i] = t.index_select(0, rows)
-    return cache

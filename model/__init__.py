@@ -4,7 +4,7 @@ Ling-2.5/2.6 hybrid (BailingMoeV2_5, Lightning + MLA): ``HybridForCausalLM`` wit
 ``export_hybrid_hf`` / ``load_hybrid_hf``, ``cache_bytes_per_token``.
 """
 
-from model.attention import KVCache
+from model.attention import KVCache, kv_cache_bytes_per_token
 from model.export import checkpoint_state_dict, export_hf, load_hf
 from model.export_hybrid import export_checkpoint, export_hybrid_hf, load_checkpoint, load_hybrid_hf
 from model.hybrid import HybridForCausalLM, model_log_decays, set_decay_rule
@@ -25,6 +25,7 @@ __all__ = [
     "export_checkpoint",
     "export_hf",
     "export_hybrid_hf",
+    "kv_cache_bytes_per_token",
     "load_checkpoint",
     "load_hf",
     "load_hybrid_hf",

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .append_buffer import AppendBuffer
 from .layers import RMSNorm, apply_partial_rotary
 
 
@@ -16,30 +17,52 @@ class KVCache:
     """Keys and values of every attention layer seen so far, for incremental decoding.
 
     ``update`` / ``get_seq_length`` follow the contract of transformers' ``DynamicCache``, so the attention
-    accepts either (``generate()`` hands in a ``DynamicCache``).
+    accepts either (``generate()`` hands in a ``DynamicCache``). Each layer's keys and values live in an
+    ``AppendBuffer``, so a decode step copies only its new token, not the whole cache.
     """
 
     def __init__(self) -> None:
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
+        self.keys: list[AppendBuffer] = []
+        self.values: list[AppendBuffer] = []
 
     def update(
         self, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor, layer_idx: int, cache_kwargs: dict | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if layer_idx == len(self.keys):
-            self.keys.append(k_BGTK)
-            self.values.append(v_BGTK)
+            self.keys.append(AppendBuffer(k_BGTK, dim=2))
+            self.values.append(AppendBuffer(v_BGTK, dim=2))
         elif layer_idx < len(self.keys):
-            self.keys[layer_idx] = torch.cat((self.keys[layer_idx], k_BGTK), dim=2)
-            self.values[layer_idx] = torch.cat((self.values[layer_idx], v_BGTK), dim=2)
+            self.keys[layer_idx].append(k_BGTK)
+            self.values[layer_idx].append(v_BGTK)
         else:
             raise ValueError(
                 f"cache layers must be filled in order: got layer {layer_idx} with {len(self.keys)} cached"
             )
-        return self.keys[layer_idx], self.values[layer_idx]
+        return self.keys[layer_idx].tensor, self.values[layer_idx].tensor
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.keys[layer_idx].shape[2] if layer_idx < len(self.keys) else 0
+        return self.keys[layer_idx].length if layer_idx < len(self.keys) else 0
+
+    def select_rows(self, rows: torch.Tensor) -> KVCache:
+        """Keep batch rows ``rows`` (a LongTensor of indices) of every layer, in place; returns self."""
+        for buffer in (*self.keys, *self.values):
+            buffer.select_rows(rows)
+        return self
+
+    def live_bytes(self) -> dict[str, int]:
+        """Bytes of keys and values held for the tokens seen (``total``) and allocated with spare capacity."""
+        buffers = (*self.keys, *self.values)
+        return {
+            "total": sum(b.filled_bytes() for b in buffers),
+            "allocated": sum(b.allocated_bytes() for b in buffers),
+        }
+
+
+def kv_cache_bytes_per_token(config, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Analytic key/value cache bytes per token of the GQA base: layers · 2 · G · K · bytes(dtype) (MTP layers
+    are never cached). ``KVCache.live_bytes()["total"] / (batch · tokens)`` measures the same number."""
+    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    return config.num_hidden_layers * 2 * config.num_key_value_heads * config.head_dim * dtype_bytes
 
 
 def attention_bias(

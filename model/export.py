@@ -35,6 +35,7 @@ ARCHITECTURE_FILES = (
     "decoder.py",
     "moe.py",
     "attention.py",
+    "append_buffer.py",
     "layers.py",
 )
 ARCHITECTURE = "BailingMoeV2ForCausalLM"

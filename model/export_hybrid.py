@@ -45,6 +45,7 @@ HYBRID_ARCHITECTURE_FILES = (
     "decoder.py",
     "moe.py",
     "attention.py",
+    "append_buffer.py",
     "layers.py",
 )
 HYBRID_ARCHITECTURE = "BailingMoeV2_5ForCausalLM"

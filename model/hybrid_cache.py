@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .append_buffer import AppendBuffer
+
 
 class HybridCache:
     """Per-layer recurrent states (Lightning) and latents (MLA) of a batch, for the native generation engine.
@@ -23,7 +25,7 @@ class HybridCache:
 
     def __init__(self) -> None:
         self.states: dict[int, torch.Tensor] = {}  # layer -> [B, H, K, K] fp32
-        self.latents: dict[int, torch.Tensor] = {}  # layer -> [B, S, Rc + Kr]
+        self.latents: dict[int, AppendBuffer] = {}  # layer -> [B, S, Rc + Kr]
         self.seen_tokens = 0
 
     def get_seq_length(self, layer_idx: int | None = None) -> int:
@@ -40,29 +42,31 @@ class HybridCache:
 
     def get_latent_length(self, layer_idx: int) -> int:
         latent = self.latents.get(layer_idx)
-        return 0 if latent is None else latent.shape[1]
+        return 0 if latent is None else latent.length
 
-    def update_latent(
-        self, layer_idx: int, c_BTC: torch.Tensor, k_rope_BTR: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the new tokens' latent; returns the whole (c [B, S, Rc], k_r [B, S, Kr])."""
-        new_BTL = torch.cat((c_BTC, k_rope_BTR), dim=-1)
-        old = self.latents.get(layer_idx)
-        self.latents[layer_idx] = new_BTL if old is None else torch.cat((old, new_BTL), dim=1)
-        return self.latents[layer_idx].split([c_BTC.shape[-1], k_rope_BTR.shape[-1]], dim=-1)
+    def update_latent(self, layer_idx: int, latent_BTL: torch.Tensor) -> torch.Tensor:
+        """Append the new tokens' latent [c ; k_r] [B, T, Rc + Kr]; returns all of it so far, [B, S, Rc + Kr]."""
+        buffer = self.latents.get(layer_idx)
+        if buffer is None:
+            buffer = self.latents[layer_idx] = AppendBuffer(latent_BTL, dim=1)
+            return buffer.tensor
+        return buffer.append(latent_BTL)
 
     def select_rows(self, rows: torch.Tensor) -> HybridCache:
         """Keep batch rows ``rows`` (a LongTensor of indices) of every layer, in place; returns self."""
-        for store in (self.states, self.latents):
-            for layer_idx, tensor in store.items():
-                store[layer_idx] = tensor.index_select(0, rows.to(tensor.device))
+        for layer_idx, state in self.states.items():
+            self.states[layer_idx] = state.index_select(0, rows.to(state.device))
+        for buffer in self.latents.values():
+            buffer.select_rows(rows)
         return self
 
     def live_bytes(self) -> dict[str, int]:
-        """Bytes held now: ``latent`` (MLA), ``state`` (Lightning) and their ``total``."""
-        latent = sum(t.numel() * t.element_size() for t in self.latents.values())
+        """Bytes held for the tokens seen: ``latent`` (MLA), ``state`` (Lightning), their ``total``, and
+        ``allocated`` (the latents' spare capacity included)."""
+        latent = sum(b.filled_bytes() for b in self.latents.values())
         state = sum(t.numel() * t.element_size() for t in self.states.values())
-        return {"latent": latent, "state": state, "total": latent + state}
+        allocated = sum(b.allocated_bytes() for b in self.latents.values()) + state
+        return {"latent": latent, "state": state, "total": latent + state, "allocated": allocated}
 
 
 def cache_bytes_per_token(

@@ -83,38 +83,59 @@ class MultiLatentAttention(nn.Module):
         c_BTC = self.kv_a_layernorm(c_BTC)
         q_rope_BHTR = apply_interleaved_rotary(q_rope_BHTR, cos_BTR, sin_BTR)
         k_rope_BTR = apply_interleaved_rotary(k_rope_BTR[:, None], cos_BTR, sin_BTR)[:, 0]
+        # L = Rc + Kr, the joint key of the absorbed path; with a cache, all S tokens once updated.
+        latent_BSL = torch.cat((c_BTC, k_rope_BTR), dim=-1)
         num_past = 0
         if cache is not None:
             num_past = cache.get_latent_length(self.layer_idx)
-            c_BTC, k_rope_BTR = cache.update_latent(self.layer_idx, c_BTC, k_rope_BTR)  # now [B, S, *]
+            latent_BSL = cache.update_latent(self.layer_idx, latent_BSL)  # now all S tokens
         causal = bias_B1TS is None and T > 1
         if absorb is None:
             absorb = num_past > 0
         attend = self._absorbed if absorb else self._naive
-        y_BHTV = attend(q_nope_BHTN, q_rope_BHTR, c_BTC, k_rope_BTR, bias_B1TS, causal)
+        y_BHTV = attend(q_nope_BHTN, q_rope_BHTR, latent_BSL, bias_B1TS, causal)
         return self.dense(y_BHTV.transpose(1, 2).reshape(B, T, self.num_heads * self.v_dim))
 
-    def _naive(self, q_nope_BHTN, q_rope_BHTR, c_BSC, k_rope_BSR, bias_B1TS, causal) -> torch.Tensor:
+    def _naive(self, q_nope_BHTN, q_rope_BHTR, latent_BSL, bias_B1TS, causal) -> torch.Tensor:
         """Expand the latent into per-head keys and values, then plain softmax attention."""
+        c_BSC, k_rope_BSR = latent_BSL.split([self.kv_lora_rank, self.rope_dim], dim=-1)
         B, S, _ = c_BSC.shape
         kv_BHSK = self.kv_b_proj(c_BSC).view(B, S, self.num_heads, -1).transpose(1, 2)
         k_nope_BHSN, v_BHSV = kv_BHSK.split([self.nope_dim, self.v_dim], dim=-1)
         k_rope_BHSR = k_rope_BSR[:, None].expand(-1, self.num_heads, -1, -1)
         q_BHTK = torch.cat((q_nope_BHTN, q_rope_BHTR), dim=-1)
         k_BHSK = torch.cat((k_nope_BHSN, k_rope_BHSR), dim=-1)
-        return F.scaled_dot_product_attention(
+        # SDPA's fused CPU kernel needs one head dim for q, k and v; otherwise it falls back to the math path,
+        # which materialises [B, H, T, S] scores (4 GB at 16K context). Zero value dims change nothing.
+        qk_dim = q_BHTK.shape[-1]
+        if self.v_dim < qk_dim:
+            v_BHSV = F.pad(v_BHSV, (0, qk_dim - self.v_dim))
+        y_BHTK = F.scaled_dot_product_attention(
             q_BHTK, k_BHSK, v_BHSV, attn_mask=bias_B1TS, is_causal=causal, scale=self.scale
         )
+        return y_BHTK[..., : self.v_dim]
 
-    def _absorbed(self, q_nope_BHTN, q_rope_BHTR, c_BSC, k_rope_BSR, bias_B1TS, causal) -> torch.Tensor:
+    def _absorbed(self, q_nope_BHTN, q_rope_BHTR, latent_BSL, bias_B1TS, causal) -> torch.Tensor:
         """Attend over the latent itself: one shared key [c; k_r] and value c for all heads (MQA over Rc + Kr
-        dims), with W_UK folded into the query and W_UV applied to the attended latent."""
-        w_HKC = self.kv_b_proj.weight.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
+        dims), with W_UK folded into the query and W_UV applied to the attended latent.
+
+        The heads are folded into the query rows so the latent is read once per row as one matmul operand;
+        SDPA would broadcast it to every head first (its fused kernels also need equal key and value dims).
+        """
+        B, H, T, _ = q_nope_BHTN.shape
+        S = latent_BSL.shape[1]
+        c_BSC = latent_BSL[..., : self.kv_lora_rank]
+        w_HKC = self.kv_b_proj.weight.view(H, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk_HNC, w_uv_HVC = w_HKC.split([self.nope_dim, self.v_dim], dim=1)
         q_latent_BHTC = torch.einsum("bhtn,hnc->bhtc", q_nope_BHTN, w_uk_HNC)
-        q_BHTK = torch.cat((q_latent_BHTC, q_rope_BHTR), dim=-1)
-        k_B1SK = torch.cat((c_BSC, k_rope_BSR), dim=-1)[:, None]
-        ctx_BHTC = F.scaled_dot_product_attention(
-            q_BHTK, k_B1SK, c_BSC[:, None], attn_mask=bias_B1TS, is_causal=causal, scale=self.scale, enable_gqa=True
-        )
+        q_BMK = torch.cat((q_latent_BHTC, q_rope_BHTR), dim=-1).reshape(B, H * T, -1)  # M = H·T query rows
+        # The cached latent [c; k_r] is the key as stored: concatenating per step would copy the whole cache.
+        scores_BHTS = (q_BMK @ latent_BSL.transpose(1, 2)).view(B, H, T, S).float() * self.scale
+        if bias_B1TS is not None:
+            scores_BHTS = scores_BHTS + bias_B1TS
+        elif causal:
+            future_TS = torch.ones(T, S, dtype=torch.bool, device=c_BSC.device).triu(S - T + 1)
+            scores_BHTS = scores_BHTS.masked_fill(future_TS, float("-inf"))
+        probs_BMS = torch.softmax(scores_BHTS, dim=-1).to(c_BSC.dtype).view(B, H * T, S)
+        ctx_BHTC = (probs_BMS @ c_BSC).view(B, H, T, self.kv_lora_rank)
         return torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, w_uv_HVC)

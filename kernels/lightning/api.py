@@ -37,13 +37,15 @@ def lightning_attn(
     ``mode`` picks the algorithm: "chunk" (training, prefill), "fused_recurrent" (decode), or "auto",
     which on Triton takes the recurrent form for T <= 64 like HF. ``kernels.dispatch.use_triton`` picks
     the backend; the torch fallback runs the naive reference of the same form, except that "auto" there
-    always takes the chunk form, whose Python loop runs T / chunk_size times instead of T.
+    takes the recurrent form only for one-token decode: its Python loop runs T times, the chunk form's
+    T / chunk_size times, but for T = 1 it is a handful of ops against the chunk form's masks and decays.
     """
     if mode not in ("auto", "chunk", "fused_recurrent"):
         raise ValueError(f"mode must be 'auto', 'chunk' or 'fused_recurrent', got {mode!r}")
     triton_path = use_triton(q)
     if mode == "auto":
-        mode = "fused_recurrent" if triton_path and q.shape[1] <= RECURRENT_MAX_LEN else "chunk"
+        recurrent_max_len = RECURRENT_MAX_LEN if triton_path else 1
+        mode = "fused_recurrent" if q.shape[1] <= recurrent_max_len else "chunk"
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
     if mode == "chunk":
         chunk = chunk_lightning_attn if triton_path else naive_chunk_lightning

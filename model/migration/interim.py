@@ -34,11 +34,10 @@ class _LatentSlotKV:
 
     def update(self, k_BGTK: torch.Tensor, v_BGTK: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         B, G, T, K = k_BGTK.shape
-        k_all, v_all = self.cache.update_latent(
-            layer_idx, k_BGTK.transpose(1, 2).reshape(B, T, G * K), v_BGTK.transpose(1, 2).reshape(B, T, G * K)
-        )
-        S = k_all.shape[1]
-        return k_all.view(B, S, G, K).transpose(1, 2), v_all.view(B, S, G, K).transpose(1, 2)
+        kv_BTL = torch.cat((k_BGTK, v_BGTK), dim=1).transpose(1, 2).reshape(B, T, 2 * G * K)
+        kv_BSL = self.cache.update_latent(layer_idx, kv_BTL)
+        k_BSGK, v_BSGK = kv_BSL.unflatten(-1, (2 * G, K)).split(G, dim=2)
+        return k_BSGK.transpose(1, 2), v_BSGK.transpose(1, 2)
 
 
 class InterimGQAAttention(Attention):

@@ -87,3 +87,23 @@ def test_bad_inputs_fail_loudly():
         naive_chunk_lightning(q, k, v, G_H, initial_state=h0.transpose(-1, -2))
     with pytest.raises(ValueError, match="k must match"):
         naive_recurrent_lightning(q, k[..., :4], v, G_H)
+
+
+@pytest.mark.parametrize(("T", "expected"), [(1, "naive_recurrent_lightning"), (2, "naive_chunk_lightning")])
+def test_torch_auto_mode_decodes_one_token_recurrently(T, expected, monkeypatch):
+    """On the torch path "auto" takes the recurrent form for one-token decode only (few ops), the chunk
+    form otherwise (a Python loop over chunks, not tokens); both give the reference output."""
+    import kernels.lightning.api as api_module
+
+    calls = []
+    for name in ("naive_recurrent_lightning", "naive_chunk_lightning"):
+        real = getattr(api_module, name)
+        monkeypatch.setattr(
+            api_module, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw)
+        )
+    q, k, v, h0 = _inputs(2, T, 3, 8, 8, torch.float64, True)
+    o, ht = lightning_attn(q, k, v, G_H.double(), initial_state=h0, output_final_state=True)
+    o_ref, ht_ref = naive_recurrent_lightning(q, k, v, G_H.double(), initial_state=h0, output_final_state=True)
+    assert calls == [expected]
+    torch.testing.assert_close(o, o_ref)
+    torch.testing.assert_close(ht, ht_ref)

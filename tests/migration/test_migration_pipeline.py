@@ -40,7 +40,7 @@ def test_convert_reports_every_step_and_decodes_like_a_full_forward(cfg, base, c
             out = model(ids[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
             steps.append(out.logits)
     assert isinstance(out.past_key_values, HybridCache)
-    assert out.past_key_values.latents[3].shape == (2, 26, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    assert out.past_key_values.latents[3].tensor.shape == (2, 26, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 

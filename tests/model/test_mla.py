@@ -54,7 +54,7 @@ def test_latent_cache_and_absorbed_decode_equal_the_full_forward(cfg):
             outs.append(mla(x[:, t : t + 1], *rotary(cfg, 1, start=t), bias, cache))
     torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-5, atol=1e-5)
     # Only [c_kv ; k_rope] per token: kv_lora_rank + qk_rope_head_dim numbers, no per-head keys or values.
-    assert cache.latents[3].shape == (2, T, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    assert cache.latents[3].tensor.shape == (2, T, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
     assert not cache.states
 
 
