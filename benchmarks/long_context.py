@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = build_models(include_reference=not args.no_reference)
     cfg = bench_config()
     decode, cache_rows = {}, []
+    # Thread pools, allocator arenas and lazy inits warm up on a short run first; it is not reported.
+    decode_latency(models, 256, 4, args.batch)
     for context in args.contexts:
         print(f"context {context}: prefill + {args.steps} decode rounds ...", flush=True)
         results = decode_latency(models, context, args.steps, args.batch)

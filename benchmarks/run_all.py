@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks import generation, moe_block
+from benchmarks import decay_rule, generation, long_context, moe_block
 from lineage.paths import stage_dir
 
 
@@ -18,6 +18,13 @@ def main() -> int:
     print("== generation: native vs vLLM ==", flush=True)
     checkpoint = stage_dir("pretrain") / "checkpoint"
     generation.main(["--checkpoint", str(checkpoint)] if (Path(checkpoint) / "config.json").exists() else [])
+    print("== long context: hybrid vs GQA base decode, cache bytes, prefill ==", flush=True)
+    long_context.main([])
+    long_context.main(["--batch", "8", "--no-reference"])
+    migrated = stage_dir("migrate") / "checkpoint"
+    if (Path(migrated) / "config.json").exists():
+        print("== Lightning decay rule: official vs vLLM ==", flush=True)
+        decay_rule.main(["--checkpoint", str(migrated), "--curated", str(stage_dir("curate"))])
     return 0
 
 

@@ -71,10 +71,10 @@ def attention_bias(
     """Additive mask [B or 1, 1, T, S]: causal over absolute positions, minus padded keys.
 
     Returns None when plain causal attention over the new tokens is all that is needed, so SDPA can take its
-    ``is_causal`` path. Masked entries get the dtype's most negative finite value instead of -inf: a left-pad
+    ``is_causal`` path, and when one unpadded new token attends to every cached key (decode): no mask at all. Masked entries get the dtype's most negative finite value instead of -inf: a left-pad
     query that sees no real key then gets a finite (ignored) output rather than NaN.
     """
-    if attention_mask_BS is None and num_past == 0:
+    if attention_mask_BS is None and (num_past == 0 or num_new == 1):
         return None
     num_keys = num_past + num_new
     query_pos = torch.arange(num_past, num_keys, device=device)[:, None]

@@ -119,23 +119,22 @@ class MultiLatentAttention(nn.Module):
         """Attend over the latent itself: one shared key [c; k_r] and value c for all heads (MQA over Rc + Kr
         dims), with W_UK folded into the query and W_UV applied to the attended latent.
 
-        The heads are folded into the query rows so the latent is read once per row as one matmul operand;
-        SDPA would broadcast it to every head first (its fused kernels also need equal key and value dims).
+        All H·T query rows go to SDPA as one head over one shared key/value head, the stored latent itself
+        (as the value too: the context's first Rc dims are the weighted sum of c, the rest is dropped). The
+        latent is then read once, in SDPA's fused kernel, with no per-head broadcast and no per-step copy.
         """
         B, H, T, _ = q_nope_BHTN.shape
         S = latent_BSL.shape[1]
-        c_BSC = latent_BSL[..., : self.kv_lora_rank]
         w_HKC = self.kv_b_proj.weight.view(H, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk_HNC, w_uv_HVC = w_HKC.split([self.nope_dim, self.v_dim], dim=1)
         q_latent_BHTC = torch.einsum("bhtn,hnc->bhtc", q_nope_BHTN, w_uk_HNC)
-        q_BMK = torch.cat((q_latent_BHTC, q_rope_BHTR), dim=-1).reshape(B, H * T, -1)  # M = H·T query rows
-        # The cached latent [c; k_r] is the key as stored: concatenating per step would copy the whole cache.
-        scores_BHTS = (q_BMK @ latent_BSL.transpose(1, 2)).view(B, H, T, S).float() * self.scale
-        if bias_B1TS is not None:
-            scores_BHTS = scores_BHTS + bias_B1TS
-        elif causal:
-            future_TS = torch.ones(T, S, dtype=torch.bool, device=c_BSC.device).triu(S - T + 1)
-            scores_BHTS = scores_BHTS.masked_fill(future_TS, float("-inf"))
-        probs_BMS = torch.softmax(scores_BHTS, dim=-1).to(c_BSC.dtype).view(B, H * T, S)
-        ctx_BHTC = (probs_BMS @ c_BSC).view(B, H, T, self.kv_lora_rank)
+        q_B1ML = torch.cat((q_latent_BHTC, q_rope_BHTR), dim=-1).reshape(B, 1, H * T, -1)  # M = H·T rows
+        mask = bias_B1TS
+        if mask is None and causal:
+            mask = torch.ones(1, 1, T, S, dtype=torch.bool, device=latent_BSL.device).tril(S - T)
+        if mask is not None and T > 1:
+            mask = mask.expand(-1, -1, T, S)[:, :, None].expand(-1, -1, H, T, S).reshape(-1, 1, H * T, S)
+        kv_B1SL = latent_BSL[:, None]
+        ctx_B1ML = F.scaled_dot_product_attention(q_B1ML, kv_B1SL, kv_B1SL, attn_mask=mask, scale=self.scale)
+        ctx_BHTC = ctx_B1ML[..., : self.kv_lora_rank].reshape(B, H, T, self.kv_lora_rank)
         return torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, w_uv_HVC)
