@@ -3,8 +3,8 @@
 Three measurements (issue: hybrid attention + migration, benchmarks):
 
 1. Decode latency per token at each context length (default 1K, 4K, 16K): every model prefills the same
-   random context, then all models decode in alternating rounds (A B C D, B C D A, ...) so machine load hits
-   them alike; medians per model. Reference points in the same run: transformers' MiniMax hybrid (Lightning
+   random contexts, then every (model, context) pair decodes one token per round, in an order rotated each
+   round, so the machine's drift hits all of them alike; medians per pair. Reference points in the same run: transformers' MiniMax hybrid (Lightning
    + softmax, same layer mix) and transformers' Llama (GQA), at the same dims.
 2. Cache bytes per token, read from the live caches after decoding, against the analytic values
    (``model.cache_bytes_per_token`` for the hybrid, ``model.kv_cache_bytes_per_token`` for GQA).
@@ -106,26 +106,33 @@ def _timed(fn, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
-def decode_latency(models: dict, context: int, steps: int, batch: int) -> dict[str, dict]:
-    """Prefill ``context`` tokens in each model, then ``steps`` alternating decode rounds; per-model medians."""
-    ids_BT = torch.randint(0, VOCAB, (batch, context), generator=torch.Generator().manual_seed(context))
+def decode_latency(models: dict, contexts: list[int], steps: int, batch: int) -> dict[int, dict[str, dict]]:
+    """Prefill every context in every model, then ``steps`` rounds in which each (model, context) pair decodes
+    one token, in an order rotated every round. Contexts are interleaved as well as models: the machine's
+    speed drifts over minutes, and growth from 1K to 16K is a ratio across contexts."""
+    pairs = [(context, name) for context in contexts for name in models]
     state, prefill_s = {}, {}
-    for name, model in models.items():
-        prefill_s[name], state[name] = _timed(_step, name, model, ids_BT, None)
-    names, times = list(models), {name: [] for name in models}
+    for context in contexts:
+        ids_BT = torch.randint(0, VOCAB, (batch, context), generator=torch.Generator().manual_seed(context))
+        for name, model in models.items():
+            prefill_s[context, name], state[context, name] = _timed(_step, name, model, ids_BT, None)
+    times = {pair: [] for pair in pairs}
     for round_idx in range(steps):
-        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
-        for name in order:
-            elapsed, state[name] = _timed(_step, name, models[name], *state[name])
-            times[name].append(elapsed)
-    results = {}
-    for name in names:
-        results[name] = {
-            "decode_ms_per_token": 1e3 * statistics.median(times[name]),
-            "prefill_s": prefill_s[name],
-            "cache": state[name][1],
+        shift = round_idx % len(pairs)
+        for context, name in pairs[shift:] + pairs[:shift]:
+            elapsed, state[context, name] = _timed(_step, name, models[name], *state[context, name])
+            times[context, name].append(elapsed)
+    return {
+        context: {
+            name: {
+                "decode_ms_per_token": 1e3 * statistics.median(times[context, name]),
+                "prefill_s": prefill_s[context, name],
+                "cache": state[context, name][1],
+            }
+            for name in models
         }
-    return results
+        for context in contexts
+    }
 
 
 def measured_cache_bytes(name: str, cache, batch: int) -> float | None:
@@ -178,28 +185,26 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     models = build_models(include_reference=not args.no_reference)
     cfg = bench_config()
-    decode, cache_rows = {}, []
     # Thread pools, allocator arenas and lazy inits warm up on a short run first; it is not reported.
-    decode_latency(models, 256, 4, args.batch)
-    for context in args.contexts:
-        print(f"context {context}: prefill + {args.steps} decode rounds ...", flush=True)
-        results = decode_latency(models, context, args.steps, args.batch)
+    decode_latency(models, [256], 4, args.batch)
+    print(
+        f"prefill {args.contexts} in {len(models)} models, then {args.steps} interleaved decode rounds ...", flush=True
+    )
+    results = decode_latency(models, args.contexts, args.steps, args.batch)
+    decode, cache_rows = {}, []
+    for context, by_model in results.items():
         seq_len = context + args.steps
         cache_rows.append(
             {
                 "context": seq_len,
-                "gqa_measured": measured_cache_bytes("ours: GQA base", results["ours: GQA base"]["cache"], args.batch),
+                "gqa_measured": measured_cache_bytes("ours: GQA base", by_model["ours: GQA base"]["cache"], args.batch),
                 "gqa_analytic": kv_cache_bytes_per_token(cfg, torch.float32),
-                "hybrid_measured": measured_cache_bytes("ours: hybrid", results["ours: hybrid"]["cache"], args.batch),
+                "hybrid_measured": measured_cache_bytes("ours: hybrid", by_model["ours: hybrid"]["cache"], args.batch),
                 "hybrid_analytic": cache_bytes_per_token(models["ours: hybrid"], seq_len)["total"],
             }
         )
-        decode[context] = {name: {k: v for k, v in r.items() if k != "cache"} for name, r in results.items()}
-        for name, r in decode[context].items():
-            print(
-                f"  {name:32s} {r['decode_ms_per_token']:8.2f} ms/token   prefill {r['prefill_s']:7.2f} s", flush=True
-            )
-        del results
+        decode[context] = {name: {k: v for k, v in r.items() if k != "cache"} for name, r in by_model.items()}
+    del results
     prefill = prefill_attention_cores(args.prefill_lengths, args.prefill_repeats)
     report = {"batch": args.batch, "decode": decode, "cache_bytes_per_token": cache_rows, "prefill_cores": prefill}
     print(format_report(report))
