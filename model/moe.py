@@ -93,7 +93,9 @@ def dispatch_to_experts(
     out in an [E, C, D] buffer (C = the busiest expert's load, zero-padded) and all experts run as two
     ``bmm`` calls on their stacked weights (official per-expert parameters, so checkpoints keep the
     released names); otherwise each expert runs once on its contiguous slice. The weighted outputs are
-    scattered back with ``index_add_``. Both paths compute the same sum (benchmarks/moe_block.py times them).
+    summed back per token with ``index_add_``. Both paths compute the same sum (benchmarks/moe_block.py
+    times them). Gathers are ``index_select`` (backward: ``index_add_``), not advanced indexing, whose
+    backward is an accumulating ``index_put_`` several times slower on CPU.
     """
     N, A = topk_idx_NA.shape
     E, D = len(experts), x_ND.shape[-1]
@@ -102,47 +104,57 @@ def dispatch_to_experts(
     token_of_slot = order // A
     counts_E = torch.bincount(flat_idx, minlength=E)
     capacity = int(counts_E.max())
-    x_sorted = x_ND[token_of_slot]  # [N*A, D]
+    weight_of_slot = topk_weight_NA.reshape(-1).index_select(0, order)  # fp32: the weighted sum is fp32 as official
     if E * capacity <= MAX_PADDING_RATIO * N * A:
-        out_SD = _batched_experts(x_sorted, flat_idx[order], counts_E, capacity, experts)
-    else:
-        # While training, an expert that got no tokens still runs (on zero rows): its gradient is then a zero
-        # tensor, not None, so every data-parallel rank reduces the same parameters (ZeRO 1-3 buckets would
-        # otherwise differ in size between ranks and the collective aborts).
-        run_empty = torch.is_grad_enabled()
-        outputs, start = [], 0
-        for expert, count in zip(experts, counts_E.tolist(), strict=True):
-            if count or run_empty:
-                outputs.append(expert(x_sorted[start : start + count]))
-            start += count
-        out_SD = torch.cat(outputs)
-    weight_sorted = topk_weight_NA.reshape(-1)[order, None]  # fp32, so the weighted sum is fp32 as official
-    weighted = out_SD * weight_sorted
+        return _batched_experts(x_ND, token_of_slot, flat_idx[order], weight_of_slot, counts_E, capacity, experts)
+    x_sorted = x_ND.index_select(0, token_of_slot)  # [N*A, D]
+    # While training, an expert that got no tokens still runs (on zero rows): its gradient is then a zero
+    # tensor, not None, so every data-parallel rank reduces the same parameters (ZeRO 1-3 buckets would
+    # otherwise differ in size between ranks and the collective aborts).
+    run_empty = torch.is_grad_enabled()
+    outputs, start = [], 0
+    for expert, count in zip(experts, counts_E.tolist(), strict=True):
+        if count or run_empty:
+            outputs.append(expert(x_sorted[start : start + count]))
+        start += count
+    weighted = torch.cat(outputs) * weight_of_slot[:, None]
     y_ND = torch.zeros(N, D, dtype=weighted.dtype, device=x_ND.device)
     return y_ND.index_add_(0, token_of_slot, weighted).to(x_ND.dtype)
 
 
 def _batched_experts(
-    x_SD: torch.Tensor,
+    x_ND: torch.Tensor,
+    token_of_slot_S: torch.Tensor,
     expert_of_slot_S: torch.Tensor,
+    weight_of_slot_S: torch.Tensor,
     counts_E: torch.Tensor,
     capacity: int,
     experts: Sequence[nn.Module],
 ) -> torch.Tensor:
-    """SwiGLU of every expert on its rows of the expert-sorted ``x_SD`` via a padded [E, C, D] buffer."""
-    E, D = len(experts), x_SD.shape[-1]
-    rank_in_expert = torch.arange(x_SD.shape[0], device=x_SD.device) - (
-        counts_E.cumsum(0) - counts_E
-    ).repeat_interleave(counts_E)
-    buffer_slot = expert_of_slot_S * capacity + rank_in_expert
-    x_ECD = x_SD.new_zeros(E * capacity, D).index_copy(0, buffer_slot, x_SD).view(E, capacity, D)
+    """The weighted expert sum through a padded [E, C, D] buffer: row r = e·C + i holds expert e's i-th token.
+
+    Each buffer row names its token; padding rows name an extra all-zero row N of x and carry weight 0, so they
+    add nothing and their gradient lands on the dropped row. Tokens are gathered straight into the buffer and
+    the weighted outputs summed straight out of it: no intermediate expert-sorted copies.
+    """
+    (N, D), E = x_ND.shape, len(experts)
+    slot_S = torch.arange(token_of_slot_S.shape[0], device=x_ND.device)
+    rank_in_expert_S = slot_S - (counts_E.cumsum(0) - counts_E).repeat_interleave(counts_E)
+    row_of_slot_S = expert_of_slot_S * capacity + rank_in_expert_S
+    token_of_row_R = torch.full((E * capacity,), N, dtype=torch.long, device=x_ND.device)
+    token_of_row_R[row_of_slot_S] = token_of_slot_S
+    weight_of_row_R = weight_of_slot_S.new_zeros(E * capacity).index_copy(0, row_of_slot_S, weight_of_slot_S)
+    x_padded = torch.cat((x_ND, x_ND.new_zeros(1, D)))
+    x_ECD = x_padded.index_select(0, token_of_row_R).view(E, capacity, D)
     w_gate_up = torch.cat(
         [torch.stack([e.gate_proj.weight for e in experts]), torch.stack([e.up_proj.weight for e in experts])], dim=1
     )  # [E, 2I, D]
     w_down = torch.stack([e.down_proj.weight for e in experts])  # [E, D, I]
     gate_ECI, up_ECI = torch.bmm(x_ECD, w_gate_up.transpose(1, 2)).chunk(2, dim=-1)
-    out_ECD = torch.bmm(F.silu(gate_ECI) * up_ECI, w_down.transpose(1, 2))
-    return out_ECD.reshape(E * capacity, D).index_select(0, buffer_slot)
+    out_RD = torch.bmm(F.silu(gate_ECI) * up_ECI, w_down.transpose(1, 2)).reshape(E * capacity, D)
+    weighted_RD = out_RD * weight_of_row_R[:, None]
+    y_ND = torch.zeros(N + 1, D, dtype=weighted_RD.dtype, device=x_ND.device)
+    return y_ND.index_add_(0, token_of_row_R, weighted_RD)[:N].to(x_ND.dtype)
 
 
 @dataclass
