@@ -32,8 +32,11 @@ def elastic_run(tmp_path_factory):
     from tasks.curate.stage import run_curation
 
     root = tmp_path_factory.mktemp("elastic")
+    # An MLFLOW_TRACKING_URI left in the environment by an earlier test (mlflow.set_tracking_uri exports it)
+    # would win over this test's state folder.
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env = {
-        **os.environ,
+        **inherited,
         "LING26_STATE_DIR": str(root / "state"),
         "LING26_DATA_DIR": str(root / "state" / "data"),
         "LING26_PRETRAIN_NPROC": "2",
