@@ -88,3 +88,17 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str
         "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
+
+
+def contract_counts_html(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per screened table: rows in / kept / quarantined and the quarantine count per rule."""
+    counts = ("rows_in", "rows_kept", "rows_quarantined")
+    rows = [
+        {
+            "table": table,
+            **{c: t[c] for c in counts},
+            "by rule": ", ".join(f"{rule}={n}" for rule, n in t["quarantined_by_rule"].items()),
+        }
+        for table, t in tables.items()
+    ]
+    return table_html(rows, ["table", *counts, "by rule"])

@@ -60,17 +60,7 @@ def record_curation(run: Any, report: dict[str, Any], out_dir: Path, *, extra_do
     }
     deck = [
         "<h3>Contract report</h3>",
-        plots.table_html(
-            [
-                {
-                    "table": k,
-                    **{c: v[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
-                    "by rule": ", ".join(f"{r}={n}" for r, n in v["quarantined_by_rule"].items()),
-                }
-                for k, v in report["tables"].items()
-            ],
-            ["table", "rows_in", "rows_kept", "rows_quarantined", "by rule"],
-        ),
+        plots.contract_counts_html(report["tables"]),
         "<h3>great-expectations suites</h3>",
         plots.table_html(report["suites"], ["suite", "success", "evaluated", "failed"]),
     ]

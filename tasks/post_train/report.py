@@ -38,17 +38,7 @@ def record_post_train(
         "<h3>Evaluation after each phase</h3>",
         plots.table_html(summary.to_dict("records"), list(summary.columns)),
         "<h3>Data contracts</h3>",
-        plots.table_html(
-            [
-                {
-                    "table": table,
-                    **{c: t[c] for c in ("rows_in", "rows_kept", "rows_quarantined")},
-                    "by rule": ", ".join(f"{r}={n}" for r, n in t["quarantined_by_rule"].items()),
-                }
-                for table, t in metrics["contracts"].items()
-            ],
-            ["table", "rows_in", "rows_kept", "rows_quarantined", "by rule"],
-        ),
+        plots.contract_counts_html(metrics["contracts"]),
     ]
     figures = {
         "plots/accuracy_by_phase.png": plots.bar_chart(
