@@ -35,6 +35,7 @@ ARCHITECTURE_FILES = (
     "decoder.py",
     "moe.py",
     "attention.py",
+    "hf_causal_lm.py",
     "append_buffer.py",
     "layers.py",
 )

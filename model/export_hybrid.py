@@ -45,6 +45,7 @@ HYBRID_ARCHITECTURE_FILES = (
     "decoder.py",
     "moe.py",
     "attention.py",
+    "hf_causal_lm.py",
     "append_buffer.py",
     "layers.py",
 )

@@ -30,7 +30,7 @@ from .decoder import shift_left
 from .hybrid_cache import HybridCache
 from .layers import RMSNorm, RotaryEmbedding, SwiGLUMLP
 from .lightning_attention import Backend, DecayRule, LightningAttention, lightning_log_decay
-from .ling2 import BackboneOutput, Ling2Output, causal_lm_forward, default_position_ids, init_module
+from .ling2 import BackboneOutput, CausalLM, default_position_ids
 from .mla import MultiLatentAttention
 from .moe import Routing, SparseMoeBlock
 
@@ -174,32 +174,10 @@ class HybridModel(nn.Module):
         return BackboneOutput(h_BTD, tuple(mtp_hidden), tuple(routings), cache)
 
 
-class HybridForCausalLM(nn.Module):
-    """The trainable hybrid: ``model`` (``HybridModel``) + ``lm_head``, initialised from ``config``."""
+class HybridForCausalLM(CausalLM):
+    """The trainable hybrid: ``HybridModel`` + ``lm_head``; decodes with a ``HybridCache``."""
 
-    def __init__(self, config) -> None:
-        super().__init__()
-        self.config = config
-        self.model = HybridModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.apply(lambda m: init_module(m, config.initializer_range))
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.word_embeddings.weight
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: HybridCache | None = None,
-        use_cache: bool = False,
-        position_ids: torch.Tensor | None = None,
-    ) -> Ling2Output:
-        return causal_lm_forward(
-            self.model, self.lm_head, self.config, input_ids,
-            labels=labels, attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache,
-            position_ids=position_ids,
-        )  # fmt: skip
+    backbone = HybridModel
 
 
 def model_log_decays(config, rule: DecayRule = "official") -> dict[int, torch.Tensor]:

@@ -177,13 +177,16 @@ def init_module(module: nn.Module, std: float, init=nn.init) -> None:
         init.ones_(module.weight)
 
 
-class Ling2ForCausalLM(nn.Module):
-    """The trainable model: ``model`` (``Ling2Model``) + ``lm_head``, initialised from ``config``."""
+class CausalLM(nn.Module):
+    """A trainable causal LM: ``model`` (a ``backbone`` built from ``config``) + ``lm_head``, initialised from
+    ``config``; ``forward`` is ``causal_lm_forward``. Subclasses name the backbone."""
+
+    backbone: type[nn.Module]
 
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
-        self.model = Ling2Model(config)
+        self.model = self.backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.apply(lambda m: init_module(m, config.initializer_range))
         if config.tie_word_embeddings:
@@ -194,7 +197,7 @@ class Ling2ForCausalLM(nn.Module):
         input_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: KVCache | None = None,
+        past_key_values=None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
     ) -> Ling2Output:
@@ -203,6 +206,12 @@ class Ling2ForCausalLM(nn.Module):
             labels=labels, attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache,
             position_ids=position_ids,
         )  # fmt: skip
+
+
+class Ling2ForCausalLM(CausalLM):
+    """The Ling-2.0 base: ``Ling2Model`` + ``lm_head``; decodes with a ``KVCache``."""
+
+    backbone = Ling2Model
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
