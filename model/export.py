@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,16 +97,28 @@ def model_config_from_hf(data: Mapping[str, Any], base: ModelConfig | None = Non
     unknown = sorted(set(data) - set(HF_KEYS) - set(FIXED_KEYS) - INFO_KEYS)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]} in a Ling-2.0 config.json (known: {', '.join(HF_KEYS)})")
-    for key, expected in FIXED_KEYS.items():
+    return config_from_checked_keys(data, base, FIXED_KEYS, ARCHITECTURE, HF_KEYS, BailingMoeV2Config())
+
+
+def config_from_checked_keys(
+    data: Mapping[str, Any],
+    base: ModelConfig | None,
+    fixed_keys: Mapping[str, Any],
+    architecture: str,
+    keys: Sequence[str],
+    defaults: Any,
+) -> ModelConfig:
+    """``keys`` from config.json content over ``base`` (``defaults`` where absent, RoPE keys also read from
+    ``rope_parameters``), after checking the fixed-value keys, the architecture and plain RoPE."""
+    for key, expected in fixed_keys.items():
         if key in data and data[key] != expected:
             raise ConfigError(f"config.json: {key}={data[key]!r} is not supported (only {expected!r})")
-    if ARCHITECTURE not in data.get("architectures", [ARCHITECTURE]):
-        raise ConfigError(f"config.json: architectures {data['architectures']} do not include {ARCHITECTURE}")
+    if architecture not in data.get("architectures", [architecture]):
+        raise ConfigError(f"config.json: architectures {data['architectures']} do not include {architecture}")
     rope = data.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
         raise ConfigError(f"config.json: rope_parameters {rope} is not plain RoPE")
-    defaults = BailingMoeV2Config()
-    values = {key: data.get(key, rope.get(key, getattr(defaults, key))) for key in HF_KEYS}
+    values = {key: data.get(key, rope.get(key, getattr(defaults, key))) for key in keys}
     return from_dict(ModelConfig, {**to_dict(base or ModelConfig()), **values})
 
 
@@ -134,15 +146,22 @@ def export_hf(model: nn.Module, out_dir: str | Path, include_mtp: bool = False) 
     ``include_mtp`` keeps the MTP layers (``model.layers.{L + k}``, read by SGLang and ``load_hf``) for a
     lossless round trip; the default folder is the released layout that vLLM serves.
     """
+    config = hf_config_dict(model.config, dtype=model.lm_head.weight.dtype)
+    return write_checkpoint_folder(model, out_dir, config, ARCHITECTURE_FILES, include_mtp)
+
+
+def write_checkpoint_folder(
+    model: nn.Module, out_dir: str | Path, config: dict[str, Any], architecture_files: Sequence[str], include_mtp: bool
+) -> Path:
+    """One checkpoint folder: the weights under their official names, config.json, and the modeling files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(checkpoint_state_dict(model, include_mtp), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
-    config = hf_config_dict(model.config, dtype=model.lm_head.weight.dtype)
     if not include_mtp:
-        config["num_nextn_predict_layers"] = 0
+        config = {**config, "num_nextn_predict_layers": 0}
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     source_dir = Path(__file__).parent
-    for name in ARCHITECTURE_FILES:
+    for name in architecture_files:
         shutil.copyfile(source_dir / name, out / name)
     return out
 
@@ -181,11 +200,17 @@ def load_hf(folder: str | Path, base: ModelConfig | None = None) -> Ling2ForCaus
     state = read_state_dict(folder)
     main, mtp = layer_counts(state, config)
     config = dataclasses.replace(config, num_hidden_layers=main, num_nextn_predict_layers=mtp)
+    return model_from_state(Ling2ForCausalLM, config, state)
+
+
+def model_from_state(model_class: type[nn.Module], config: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``model_class(config)`` holding ``state`` (tensors keep their dtype), tied embeddings re-tied.
+
+    Built on the meta device and filled by assignment: no throw-away random init at paper scale."""
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.word_embeddings.weight"]
-    # Built on the meta device and filled by assignment: no throw-away random init at paper scale.
     with torch.device("meta"):
-        model = Ling2ForCausalLM(config)
+        model = model_class(config)
     model.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.word_embeddings.weight

@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from configs.base import ConfigError, from_dict, to_dict
+from configs.base import ConfigError
 from configs.model import ModelConfig
 from model.export import (
     FIXED_KEYS,
     HF_KEYS,
     INFO_KEYS,
-    WEIGHTS_NAME,
-    checkpoint_state_dict,
+    config_from_checked_keys,
     layer_counts,
+    model_from_state,
     read_state_dict,
+    write_checkpoint_folder,
 )
 from model.hybrid import HybridForCausalLM
 
@@ -101,17 +100,9 @@ def model_config_from_hybrid_hf(data: Mapping[str, Any], base: ModelConfig | Non
         raise ConfigError(
             f"unknown config key {unknown[0]} in a Ling-2.5 config.json (known: {', '.join(HYBRID_KEYS)})"
         )
-    for key, expected in HYBRID_FIXED_KEYS.items():
-        if key in data and data[key] != expected:
-            raise ConfigError(f"config.json: {key}={data[key]!r} is not supported (only {expected!r})")
-    if HYBRID_ARCHITECTURE not in data.get("architectures", [HYBRID_ARCHITECTURE]):
-        raise ConfigError(f"config.json: architectures {data['architectures']} do not include {HYBRID_ARCHITECTURE}")
-    rope = data.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise ConfigError(f"config.json: rope_parameters {rope} is not plain RoPE")
-    defaults = BailingMoeV2_5Config()
-    values = {key: data.get(key, rope.get(key, getattr(defaults, key))) for key in HYBRID_KEYS}
-    config = from_dict(ModelConfig, {**to_dict(base or ModelConfig()), **values})
+    config = config_from_checked_keys(
+        data, base, HYBRID_FIXED_KEYS, HYBRID_ARCHITECTURE, HYBRID_KEYS, BailingMoeV2_5Config()
+    )
     qk_head_dim = data.get("qk_head_dim")
     if qk_head_dim is not None and qk_head_dim != config.qk_nope_head_dim + config.qk_rope_head_dim:
         raise ConfigError(f"config.json: qk_head_dim={qk_head_dim} is not qk_nope_head_dim + qk_rope_head_dim")
@@ -124,17 +115,8 @@ def export_hybrid_hf(model: nn.Module, out_dir: str | Path, include_mtp: bool = 
     ``include_mtp`` keeps the MTP layers (``model.layers.{L + k}``, where vLLM's and SGLang's MTP loaders read
     them) for a lossless round trip; as in ``export_hf`` the default leaves them out.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(checkpoint_state_dict(model, include_mtp), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     config = hf_hybrid_config_dict(model.config, dtype=model.lm_head.weight.dtype)
-    if not include_mtp:
-        config["num_nextn_predict_layers"] = 0
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    source_dir = Path(__file__).parent
-    for name in HYBRID_ARCHITECTURE_FILES:
-        shutil.copyfile(source_dir / name, out / name)
-    return out
+    return write_checkpoint_folder(model, out_dir, config, HYBRID_ARCHITECTURE_FILES, include_mtp)
 
 
 def load_hybrid_hf(folder: str | Path, base: ModelConfig | None = None) -> HybridForCausalLM:
@@ -152,14 +134,7 @@ def load_hybrid_hf(folder: str | Path, base: ModelConfig | None = None) -> Hybri
             f"config.json: layer_types {data['layer_types']} do not follow the official rule for "
             f"layer_group_size={config.layer_group_size}: {list(config.layer_types)}"
         )
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.word_embeddings.weight"]
-    with torch.device("meta"):
-        model = HybridForCausalLM(config)
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.word_embeddings.weight
-    return model
+    return model_from_state(HybridForCausalLM, config, state)
 
 
 def load_checkpoint(folder: str | Path, base: ModelConfig | None = None) -> nn.Module:
