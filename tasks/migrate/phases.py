@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.migrate.config import MigrateConfig, MigratePhaseConfig
+from configs.migrate import MigrateConfig, MigratePhaseConfig
 
 # Training phases in order (METHODS §3.1 steps 2, 3b, 4, then continued pre-training).
 PHASES = ("linear_warmup", "partial_training", "mla_warmup", "continued_pretraining")

@@ -90,3 +90,28 @@ def record_migrate(
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))
     return "\n".join(deck)
+
+
+def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
+    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.migrate`` share):
+    per-step metrics as they come, then plots and tables, and the parity verdict as a tag. A failed gate is
+    recorded, then re-raised. Returns (metrics, Deck HTML)."""
+    from lineage.paths import state_dir
+    from tasks.migrate.gate import ParityGateFailed
+    from tasks.migrate.stage import run_migrate
+
+    history: History = {}
+
+    def on_log(name, step, metrics):
+        history.setdefault(name, []).append((step, dict(metrics)))
+        run.log_metrics({f"{name}.{k}": v for k, v in metrics.items()}, step=step)
+
+    checkpoint_root = state_dir() / "checkpoints" / "migrate"
+    try:
+        metrics = run_migrate(cfg, cfg.migrate, curated, base, out_dir, checkpoint_root=checkpoint_root, on_log=on_log)
+    except ParityGateFailed as err:
+        run.set_tags({"parity_gate": "failed"})
+        record_migrate(run, err.metrics, curated, base, out_dir, history)
+        raise
+    run.set_tags({"parity_gate": "passed"})
+    return metrics, record_migrate(run, metrics, curated, base, out_dir, history)

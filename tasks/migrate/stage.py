@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from configs import PipelineConfig, config_hash
-from tasks.migrate.config import MigrateConfig
+from configs.migrate import MigrateConfig
 from tasks.migrate.gate import ParityGateFailed, parity_verdict
 from tasks.migrate.phases import Measurements, calibration_windows, heldout_windows, on_device, train_phase
 

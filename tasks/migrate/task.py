@@ -22,44 +22,15 @@ def migrate(config_json: str, parent_run_id: str, curated: FlyteDirectory, base:
     import json
     from pathlib import Path
 
-    from configs import config_hash, to_dict
-    from lineage.paths import state_dir
     from tasks.common import load_config, output_dir, stage, version_outputs
-    from tasks.migrate.config import migrate_config
-    from tasks.migrate.gate import ParityGateFailed
-    from tasks.migrate.report import record_migrate
-    from tasks.migrate.stage import run_migrate
+    from tasks.migrate.report import run_recorded
 
     cfg = load_config(config_json)
-    mcfg = migrate_config(cfg)
     curated_dir, base_dir = Path(curated.download()), Path(base.download())
     out_dir = output_dir("migrate")
-    history: dict[str, list] = {}
     with stage("migrate", cfg, parent_run_id) as run:
-        # Until PipelineConfig carries the migrate section, its values are logged here.
-        run.log_dict(to_dict(mcfg), "migrate_config.json")
-        run.set_tags({"migrate_config_hash": config_hash(mcfg)})
-
-        def on_log(name, step, metrics):
-            history.setdefault(name, []).append((step, dict(metrics)))
-            run.log_metrics({f"{name}.{k}": v for k, v in metrics.items()}, step=step)
-
-        try:
-            metrics = run_migrate(
-                cfg,
-                mcfg,
-                curated_dir,
-                base_dir,
-                out_dir,
-                checkpoint_root=state_dir() / "checkpoints" / "migrate",
-                on_log=on_log,
-            )
-        except ParityGateFailed as err:
-            run.set_tags({"parity_gate": "failed"})
-            record_migrate(run, err.metrics, curated_dir, base_dir, out_dir, history)
-            raise
-        run.set_tags({"parity_gate": "passed"})
-        Deck("migrate", record_migrate(run, metrics, curated_dir, base_dir, out_dir, history))
+        metrics, deck = run_recorded(run, cfg, curated_dir, base_dir, out_dir)
+        Deck("migrate", deck)
         report = {
             "stage": "migrate",
             "mlflow_run_id": run.run_id,

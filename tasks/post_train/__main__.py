@@ -23,18 +23,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from lineage.paths import stage_dir
     from tasks.common import output_dir, stage
-    from tasks.post_train.report import record_post_train
-    from tasks.post_train.stage import run_post_train
+    from tasks.post_train.report import run_recorded
 
     curated, base, out_dir = stage_dir("curate"), stage_dir("migrate"), output_dir("post_train")
-    history: dict[str, list] = {}
     with stage("post_train", cfg, parent_run_id=None) as run:
-
-        def on_log(phase, step, metrics):
-            history.setdefault(phase, []).append((step, dict(metrics)))
-
-        metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
-        record_post_train(run, metrics, curated, base, out_dir, history)
+        run_recorded(run, cfg, curated, base, out_dir)
     print(f"post_train: wrote {out_dir}; MLflow run {run.run_id}")
     return 0
 

@@ -90,3 +90,25 @@ def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
         for rule, n in t["quarantined_by_rule"].items():
             out[f"contracts.{table}.quarantined.{rule}"] = float(n)
     return out
+
+
+# MLflow step offsets per phase, so that one run's metric histories of the phases do not overlap.
+PHASE_STEP_OFFSETS = {"eval": 0, "sft": 0, "rl": 10_000, "preference": 20_000}
+
+
+def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
+    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.post_train`` share):
+    per-step metrics of every phase as they come, then plots and tables. Returns (metrics, Deck HTML)."""
+    from tasks.post_train.stage import run_post_train
+
+    history: dict[str, list] = {}
+
+    def on_log(phase, step, metrics):
+        history.setdefault(phase, []).append((step, dict(metrics)))
+        run.log_metrics(
+            {f"{phase}.{k}" if not k.startswith("eval.") else k: v for k, v in metrics.items()},
+            step=PHASE_STEP_OFFSETS.get(phase, 0) + step,
+        )
+
+    metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
+    return metrics, record_post_train(run, metrics, curated, base, out_dir, history)

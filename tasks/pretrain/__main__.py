@@ -21,23 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = config_from_args(args)
 
-    from lineage.paths import stage_dir, state_dir
+    from lineage.paths import stage_dir
     from tasks.common import output_dir, stage
-    from tasks.pretrain.report import record_pretrain
-    from tasks.pretrain.stage import run_pretrain
+    from tasks.pretrain.report import run_recorded
 
     curated, out_dir = stage_dir("curate"), output_dir("pretrain")
-    history: list = []
     with stage("pretrain", cfg, parent_run_id=None) as run:
-
-        def on_log(step, metrics):
-            history.append((step, dict(metrics)))
-            run.log_metrics(metrics, step=step)
-
-        metrics = run_pretrain(
-            cfg, curated, out_dir, checkpoint_root=state_dir() / "checkpoints" / "pretrain", on_log=on_log
-        )
-        record_pretrain(run, metrics, curated, out_dir, history)
+        metrics, _ = run_recorded(run, cfg, curated, out_dir)
     print(
         f"pretrain: wrote {out_dir}; held-out loss {metrics['heldout_loss']:.3f} "
         f"(unigram {metrics['unigram_heldout_loss']:.3f}); MLflow run {run.run_id}"

@@ -64,3 +64,18 @@ def record_pretrain(
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))
     return "\n".join(deck)
+
+
+def run_recorded(run, cfg, curated: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
+    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.pretrain`` share):
+    per-step metrics as they come, then plots and tables. Returns (metrics, Deck HTML)."""
+    from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
+
+    history: list[tuple[int, dict[str, float]]] = []
+
+    def on_log(step, metrics):
+        history.append((step, dict(metrics)))
+        run.log_metrics(metrics, step=step)
+
+    metrics = run_pretrain(cfg, curated, out_dir, checkpoint_root=pretrain_checkpoint_root(), on_log=on_log)
+    return metrics, record_pretrain(run, metrics, curated, out_dir, history)

@@ -80,6 +80,13 @@ def load_balance(stats: Mapping[str, Any]) -> float:
     return float((counts.max(-1).values / counts.mean(-1).clamp_min(1e-9)).mean())
 
 
+def pretrain_checkpoint_root() -> Path:
+    """Where the stage keeps its training checkpoints (for resume): the state folder, not DVC."""
+    from lineage.paths import state_dir
+
+    return state_dir() / "checkpoints" / "pretrain"
+
+
 def run_pretrain(
     cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoint_root: Path, on_log: OnLog | None = None
 ) -> dict[str, Any]:

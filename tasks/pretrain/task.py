@@ -36,23 +36,17 @@ def _task_config():
     return Elastic(nnodes=1, nproc_per_node=nproc)
 
 
-def _checkpoint_root() -> Path:
-    from lineage.paths import state_dir
-
-    return state_dir() / "checkpoints" / "pretrain"
-
-
 def _train_beside_rank0(cfg: PipelineConfig, curated_dir: Path) -> None:
     """A rank > 0: train in lockstep with rank 0 (its collectives need every rank), touch nothing else.
 
     Elastic drops the return value of every rank but 0, so there is nothing to return.
     """
     from lineage.paths import stage_dir
-    from tasks.pretrain.stage import run_pretrain
+    from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
 
     if cfg.pretrain.base_checkpoint:
         return  # an imported base is not trained: rank 0 alone evaluates and exports it
-    run_pretrain(cfg, curated_dir, stage_dir("pretrain"), checkpoint_root=_checkpoint_root())
+    run_pretrain(cfg, curated_dir, stage_dir("pretrain"), checkpoint_root=pretrain_checkpoint_root())
 
 
 def _train_and_record(cfg: PipelineConfig, parent_run_id: str, curated_dir: Path) -> PretrainOutputs:
@@ -60,19 +54,12 @@ def _train_and_record(cfg: PipelineConfig, parent_run_id: str, curated_dir: Path
     import json
 
     from tasks.common import output_dir, stage, version_outputs
-    from tasks.pretrain.report import record_pretrain
-    from tasks.pretrain.stage import run_pretrain
+    from tasks.pretrain.report import run_recorded
 
     out_dir = output_dir("pretrain")
-    history: list[tuple[int, dict[str, float]]] = []
     with stage("pretrain", cfg, parent_run_id) as run:
-
-        def on_log(step, metrics):
-            history.append((step, dict(metrics)))
-            run.log_metrics(metrics, step=step)
-
-        metrics = run_pretrain(cfg, curated_dir, out_dir, checkpoint_root=_checkpoint_root(), on_log=on_log)
-        Deck("pretrain", record_pretrain(run, metrics, curated_dir, out_dir, history))
+        metrics, deck = run_recorded(run, cfg, curated_dir, out_dir)
+        Deck("pretrain", deck)
         report = {
             "stage": "pretrain",
             "mlflow_run_id": run.run_id,

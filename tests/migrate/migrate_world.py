@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from configs import resolve
+from configs.migrate import MigrateConfig, MigratePhaseConfig
 from configs.training import EngineConfig
-from tasks.migrate.config import MigrateConfig, MigratePhaseConfig
 
 VOCAB = 320
 MODEL = {

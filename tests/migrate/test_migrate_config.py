@@ -7,7 +7,7 @@ import math
 import pytest
 
 from configs.base import ConfigError, from_dict, to_dict
-from tasks.migrate.config import MigrateConfig, MigratePhaseConfig, migrate_config
+from configs.migrate import MigrateConfig, MigratePhaseConfig
 from tasks.migrate.gate import ParityGateFailed, parity_verdict
 from tasks.migrate.phases import PHASES
 
@@ -18,7 +18,7 @@ def test_defaults_are_the_tiny_profile():
     assert (cfg.micro_batch_size, cfg.seq_len, cfg.kv_init, cfg.parity_margin_nats) == (32, 128, "replicate", 0.05)
     from configs import resolve
 
-    assert migrate_config(resolve("tiny_cpu")) == cfg
+    assert resolve("tiny_cpu").migrate == cfg
 
 
 def test_loads_strictly_and_round_trips():
