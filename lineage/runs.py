@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,41 @@ class StageRun:
         import mlflow
 
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+class ChildRuns:
+    """Runs nested one level below ``parent_run_id`` (e.g. a stage's phases), logged by run id through the
+    client, so the parent stays the active run of the fluent API; one child is open at a time."""
+
+    def __init__(self, parent_run_id: str, tag: str) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.parent_run_id = parent_run_id
+        self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        self.tag = tag
+        self.run_ids: dict[str, str] = {}
+        self.open: str | None = None
+
+    def switch_to(self, name: str) -> str:
+        """The run id of child ``name``, opened now (closing the open one) if it is not the open one."""
+        if self.open != name:
+            self.close("FINISHED")
+            tags = {"mlflow.parentRunId": self.parent_run_id, "mlflow.runName": name, self.tag: name}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+            self.run_ids[name], self.open = run.info.run_id, name
+        return self.run_ids[name]
+
+    def log_metrics(self, name: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        run_id, now = self.switch_to(name), int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def close(self, status: str) -> None:
+        if self.open is not None:
+            self.client.set_terminated(self.run_ids[self.open], status=status)
+            self.open = None
 
 
 def _combined_sha256(files: list[Path]) -> str:

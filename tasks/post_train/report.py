@@ -1,10 +1,14 @@
-"""What the post-training stage logs besides per-step metrics: inputs, the phase-by-phase eval table, plots."""
+"""What the post-training stage logs: one nested MLflow run per phase (sft, rl, preference) under the stage's
+run, with the phase's per-step metrics, its evaluation and its plots; in the stage's run the inputs, the base
+evaluation, the phase-by-phase eval table, the contract counts and the plots across phases."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 
 from lineage import plots
@@ -17,6 +21,7 @@ def record_post_train(
     base: Path,
     out_dir: Path,
     history: dict[str, list[tuple[int, dict[str, float]]]],
+    phase_run_ids: Mapping[str, str],
 ) -> str:
     for name in ("candidates", "sft", "rl_prompts", "eval"):
         frame = pd.read_parquet(curated / f"{name}.parquet")
@@ -52,6 +57,7 @@ def record_post_train(
             ylabel="tokens",
         ),
     }
+    phase_figures: dict[str, dict[str, Any]] = {}
     for phase, keys in (
         ("sft", ("loss", "token_accuracy")),
         ("rl", ("reward", "accuracy", "clip_fraction")),
@@ -60,7 +66,7 @@ def record_post_train(
         points = history.get(phase, [])
         if points:
             steps = [s for s, _ in points]
-            figures[f"plots/{phase}_curves.png"] = plots.line_chart(
+            phase_figures.setdefault(phase, {})[f"plots/{phase}_curves.png"] = plots.line_chart(
                 {k: (steps, [m.get(k, float("nan")) for _, m in points]) for k in keys},
                 title=f"{phase} phase",
                 xlabel="step",
@@ -69,12 +75,17 @@ def record_post_train(
     rl_points = history.get("rl", [])
     if rl_points:
         steps = [s for s, _ in rl_points]
-        figures["plots/rl_length.png"] = plots.line_chart(
+        phase_figures["rl"]["plots/rl_length.png"] = plots.line_chart(
             {k: (steps, [m[k] for _, m in rl_points]) for k in ("mean_response_tokens", "mean_correct_tokens")},
             title="RL: response length",
             xlabel="step",
             ylabel="model tokens",
         )
+    client = mlflow.MlflowClient()
+    for phase, phase_figs in phase_figures.items():
+        for artifact, fig in phase_figs.items():
+            client.log_figure(phase_run_ids[phase], fig, artifact)
+            deck.append(plots.figure_html(fig))
     for artifact, fig in figures.items():
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))
@@ -92,23 +103,31 @@ def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-# MLflow step offsets per phase, so that one run's metric histories of the phases do not overlap.
-PHASE_STEP_OFFSETS = {"eval": 0, "sft": 0, "rl": 10_000, "preference": 20_000}
-
-
 def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
     """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.post_train`` share):
-    per-step metrics of every phase as they come, then plots and tables. Returns (metrics, Deck HTML)."""
-    from tasks.post_train.stage import run_post_train
+    each phase's per-step metrics and evaluation into its own nested run as they come (the base evaluation
+    into the stage's run), then plots and tables. Returns (metrics, Deck HTML)."""
+    from lineage.runs import ChildRuns
+    from tasks.post_train.stage import PHASES, run_post_train
 
+    trained_phases = PHASES[1:]  # the base is evaluated, not trained: its evaluation is the stage's
     history: dict[str, list] = {}
+    phases = ChildRuns(run.run_id, tag="ling26.phase")
 
     def on_log(phase, step, metrics):
         history.setdefault(phase, []).append((step, dict(metrics)))
-        run.log_metrics(
-            {f"{phase}.{k}" if not k.startswith("eval.") else k: v for k, v in metrics.items()},
-            step=PHASE_STEP_OFFSETS.get(phase, 0) + step,
-        )
+        if phase == "eval":
+            # Keys are eval.<checkpoint>.<family>.<metric>; the checkpoint is the phase just finished.
+            phase = next(iter(metrics)).split(".")[1]
+        if phase in trained_phases:
+            phases.log_metrics(phase, metrics, step)
+        else:
+            run.log_metrics(metrics, step=step)
 
-    metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
-    return metrics, record_post_train(run, metrics, curated, base, out_dir, history)
+    try:
+        metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
+    except BaseException:
+        phases.close("FAILED")
+        raise
+    phases.close("FINISHED")
+    return metrics, record_post_train(run, metrics, curated, base, out_dir, history, phases.run_ids)

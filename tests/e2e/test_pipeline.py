@@ -139,3 +139,20 @@ def test_second_run_is_served_from_flyte_cache(two_runs):
     assert parents[1].info.status == "FINISHED"
     # A cached stage does not execute, so it opens no nested run under the second parent.
     assert children(client, exp, parents[1]) == {}
+
+
+@pytest.mark.e2e
+def test_post_training_phases_are_nested_runs_with_their_metrics_and_plots(two_runs):
+    client, exp, parents, _, _ = two_runs
+    post_train = children(client, exp, parents[0])["post_train"]
+    nested = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{post_train.info.run_id}'")
+    phases = {r.data.tags["ling26.phase"]: r for r in nested}
+    assert set(phases) == {"sft", "rl", "preference"}
+    assert {"reward", "accuracy", "mean_response_tokens", "clip_fraction"} <= set(phases["rl"].data.metrics)
+    for name, run in phases.items():
+        assert run.info.status == "FINISHED", name
+        assert f"eval.{name}.all.accuracy" in run.data.metrics, name
+        assert f"plots/{name}_curves.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    # The base evaluation and the summary across phases stay in the stage's own run.
+    assert "eval.base.all.accuracy" in post_train.data.metrics
+    assert "plots/accuracy_by_phase.png" in {a.path for a in client.list_artifacts(post_train.info.run_id, "plots")}

@@ -71,3 +71,54 @@ def test_failed_stage_marks_its_run_failed():
     ):
         raise RuntimeError("boom")
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FAILED"
+
+
+def _stage(cfg, name="post_train"):
+    return stage_run(
+        name,
+        parent_run_id=None,
+        experiment="lineage-test",
+        configured_uri=None,
+        config=to_dict(cfg),
+        config_hash=config_hash(cfg),
+        seed=cfg.seed,
+    )
+
+
+def test_child_runs_nest_one_at_a_time_under_a_stage_that_stays_active():
+    import mlflow
+
+    from lineage.runs import ChildRuns
+
+    cfg = resolve("tiny_cpu", {"lineage.experiment": "lineage-test"})
+    with _stage(cfg) as run:
+        children = ChildRuns(run.run_id, tag="ling26.phase")
+        children.log_metrics("sft", {"loss": 2.0}, step=1)
+        children.log_metrics("sft", {"loss": 1.5}, step=2)
+        run.log_metrics({"stage_metric": 1.0})  # the fluent API still logs into the stage
+        children.log_metrics("rl", {"reward": 0.25}, step=1)
+        first_sft = children.run_ids["sft"]
+        children.close("FINISHED")
+    client = mlflow.MlflowClient()
+    assert set(children.run_ids) == {"sft", "rl"} and children.run_ids["sft"] == first_sft
+    for name, run_id in children.run_ids.items():
+        child = client.get_run(run_id)
+        assert child.info.status == "FINISHED" and child.info.run_name == name
+        assert child.data.tags["mlflow.parentRunId"] == run.run_id and child.data.tags["ling26.phase"] == name
+    assert [m.value for m in client.get_metric_history(first_sft, "loss")] == [2.0, 1.5]
+    assert client.get_run(children.run_ids["rl"]).data.metrics == {"reward": 0.25}
+    assert client.get_run(run.run_id).data.metrics == {"stage_metric": 1.0}
+
+
+def test_an_open_child_run_can_end_failed():
+    import mlflow
+
+    from lineage.runs import ChildRuns
+
+    cfg = resolve("tiny_cpu", {"lineage.experiment": "lineage-test"})
+    with _stage(cfg) as run:
+        children = ChildRuns(run.run_id, tag="ling26.phase")
+        children.log_metrics("rl", {"reward": 0.0}, step=1)
+        children.close("FAILED")
+        children.close("FAILED")  # nothing open: a no-op
+    assert mlflow.MlflowClient().get_run(children.run_ids["rl"]).info.status == "FAILED"
