@@ -22,6 +22,7 @@ from torch import nn
 from configs.base import ConfigError
 from configs.model import ModelConfig
 from model.export import (
+    ARCHITECTURE_FILES,
     FIXED_KEYS,
     HF_KEYS,
     INFO_KEYS,
@@ -33,6 +34,7 @@ from model.export import (
 )
 from model.hybrid import HybridForCausalLM
 
+# The hybrid's own files, then every architecture file of the base it is built from.
 HYBRID_ARCHITECTURE_FILES = (
     "configuration_bailing_moe_v2_5.py",
     "modeling_bailing_moe_v2_5.py",
@@ -40,13 +42,7 @@ HYBRID_ARCHITECTURE_FILES = (
     "hybrid_cache.py",
     "lightning_attention.py",
     "mla.py",
-    "ling2.py",
-    "decoder.py",
-    "moe.py",
-    "attention.py",
-    "hf_causal_lm.py",
-    "append_buffer.py",
-    "layers.py",
+    *(name for name in ARCHITECTURE_FILES if not name.endswith("_bailing_moe_v2.py")),
 )
 HYBRID_ARCHITECTURE = "BailingMoeV2_5ForCausalLM"
 HYBRID_MODEL_TYPE = "bailing_hybrid"

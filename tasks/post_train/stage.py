@@ -31,22 +31,6 @@ OnLog = Callable[[str, int, Mapping[str, float]], None]
 PHASES = ("base", "sft", "rl", "preference")
 
 
-def _tasks(frame: pd.DataFrame) -> list[Any]:
-    from environments import Task
-
-    return [
-        Task(
-            task_id=r.prompt_id,
-            family=r.family,
-            difficulty=int(r.difficulty),
-            prompt=r.prompt,
-            answer=r.answer,
-            payload=r.payload,
-        )
-        for r in frame.itertuples()
-    ]
-
-
 def run_post_train(
     cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *, on_log: OnLog | None = None
 ) -> dict[str, Any]:
@@ -54,7 +38,7 @@ def run_post_train(
     from model import export_checkpoint, load_checkpoint
     from tasks.curate.tokenizer import load_tokenizer
     from tasks.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
-    from tasks.pretrain.stage import eval_tasks
+    from tasks.pretrain.stage import eval_tasks, tasks_from_frame
 
     torch.manual_seed(cfg.seed)
 
@@ -69,9 +53,9 @@ def run_post_train(
     model = load_checkpoint(base / "checkpoint", base=cfg.model)
     candidates = pd.read_parquet(curated / "candidates.parquet")
     sft_table = pd.read_parquet(curated / "sft.parquet")
-    rl_tasks = _tasks(pd.read_parquet(curated / "rl_prompts.parquet"))
+    rl_tasks = tasks_from_frame(pd.read_parquet(curated / "rl_prompts.parquet"))
     eval_set = eval_tasks(curated, cfg.post_train.eval.prompts_per_family)
-    sft_tasks = {t.task_id: t for t in _tasks(pd.read_parquet(curated / "sft_prompts.parquet"))}
+    sft_tasks = {t.task_id: t for t in tasks_from_frame(pd.read_parquet(curated / "sft_prompts.parquet"))}
 
     metrics: dict[str, Any] = {}
     summaries = []

@@ -31,11 +31,15 @@ OnLog = Callable[[int, Mapping[str, float]], None]
 
 def eval_tasks(curated: Path, per_family: int) -> list[Any]:
     """About ``per_family`` eval tasks of each family, spread over its difficulties, rebuilt from ``eval.parquet``."""
-    from environments import Task
-
     frame = pd.read_parquet(curated / "eval.parquet")
     levels = frame.groupby("family")["difficulty"].nunique().max()
-    frame = frame.groupby(["family", "difficulty"], sort=True).head(-(-per_family // levels))
+    return tasks_from_frame(frame.groupby(["family", "difficulty"], sort=True).head(-(-per_family // levels)))
+
+
+def tasks_from_frame(frame: pd.DataFrame) -> list[Any]:
+    """Environment tasks rebuilt from one of curation's prompt tables (eval, rl_prompts, sft_prompts)."""
+    from environments import Task
+
     return [
         Task(
             task_id=r.prompt_id,
