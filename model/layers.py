@@ -16,6 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) over the last dim, computed in fp32 and cast back to x's dtype (no weight).
+
+    One fused ``F.rms_norm`` call rather than pow / mean / rsqrt / mul: decoding one token runs ~20 norms
+    per layer stack, where each op's dispatch costs more than its arithmetic.
+    """
+    return F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * weight, computed in fp32 and cast back before the scale (the official order)."""
 
@@ -25,9 +34,32 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)  # the same math, one op
+        return self.weight * rms_normalize(x, self.eps)
+
+
+def qk_norm_rotary(
+    qk_BTXK: torch.Tensor,
+    q_norm: RMSNorm | None,
+    k_norm: RMSNorm | None,
+    num_q_heads: int,
+    cos_BTR: torch.Tensor,
+    sin_BTR: torch.Tensor,
+) -> torch.Tensor:
+    """Per-head QK-RMSNorm (when the norms are given) then partial RoPE, on queries and keys at once.
+
+    ``qk_BTXK`` holds the query heads then the key heads (X = H + G), as they leave the fused projection; each
+    half gets its own norm weight. Equal to normalising and rotating q and k separately, in half the ops.
+    Returns [B, X, T, K].
+    """
+    if q_norm is not None:
+        num_k_heads = qk_BTXK.shape[2] - num_q_heads
+        weight_XK = torch.cat(
+            (q_norm.weight.expand(num_q_heads, -1), k_norm.weight.expand(num_k_heads, -1))
+        )  # fmt: skip
+        qk_BTXK = weight_XK * rms_normalize(qk_BTXK, q_norm.eps)
+    return apply_partial_rotary(qk_BTXK.transpose(1, 2), cos_BTR, sin_BTR)
 
 
 class RotaryEmbedding(nn.Module):

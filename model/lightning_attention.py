@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import RMSNorm, apply_partial_rotary
+from .layers import RMSNorm, qk_norm_rotary, rms_normalize
 
 DecayRule = Literal["official", "vllm"]
 Backend = Literal["auto", "torch", "kernels"]
@@ -155,16 +155,15 @@ class GroupRMSNorm(RMSNorm):
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float().unflatten(-1, (self.groups, -1))
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.flatten(-2).to(x.dtype)
+        return self.weight * rms_normalize(x.unflatten(-1, (self.groups, -1)), self.eps).flatten(-2)
 
 
 class LightningAttention(nn.Module):
     """The linear-attention layer; official module names (``query_key_value``, ``query_layernorm``,
     ``key_layernorm``, ``g_proj``, ``g_norm``, ``dense``). The decay is not a parameter: ``decay_rule`` picks
-    the official or the vLLM formula (``set_decay_rule``), and g is rebuilt per call from H Python floats so a
-    model built on the meta device or cast to bf16 never holds a stale or rounded decay."""
+    the official or the vLLM formula (``set_decay_rule``), and g is built from H Python floats on the device
+    of the call (kept per device and rule, never a buffer), so a model built on the meta device or cast to bf16
+    never holds a stale or rounded decay."""
 
     def __init__(self, config, layer_idx: int) -> None:
         super().__init__()
@@ -190,6 +189,7 @@ class LightningAttention(nn.Module):
     def set_decay_rule(self, rule: DecayRule) -> None:
         self.decay_rule = rule
         self.log_decay = tuple(lightning_log_decay(self.num_heads, self.layer_idx, self.num_layers, rule))
+        self._log_decay_tensor: tuple[tuple, torch.Tensor] | None = None
 
     def forward(
         self,
@@ -202,24 +202,32 @@ class LightningAttention(nn.Module):
         """``pad_mask_BT`` marks the real tokens among the T new ones (None: all real); ``cache`` is a
         ``HybridCache`` (or None) whose state for this layer is read and replaced."""
         B, T, _ = x_BTD.shape
+        H = self.num_heads
         qkv = self.query_key_value(x_BTD)
         if self.linear_silu:
             qkv = F.silu(qkv)
-        q_BTHK, k_BTHK, v_BTHK = qkv.view(B, T, 3 * self.num_heads, self.head_dim).chunk(3, dim=2)
-        if self.use_qk_norm:
-            q_BTHK = self.query_layernorm(q_BTHK)
-            k_BTHK = self.key_layernorm(k_BTHK)
-        q_BTHK = apply_partial_rotary(q_BTHK.transpose(1, 2), cos_BTR, sin_BTR).transpose(1, 2)
-        k_BTHK = apply_partial_rotary(k_BTHK.transpose(1, 2), cos_BTR, sin_BTR).transpose(1, 2)
+        qkv_BTXK = qkv.view(B, T, 3 * H, self.head_dim)
+        qk_BXTK = qk_norm_rotary(
+            qkv_BTXK[:, :, : 2 * H], self.query_layernorm if self.use_qk_norm else None,
+            self.key_layernorm if self.use_qk_norm else None, H, cos_BTR, sin_BTR,
+        )  # fmt: skip
+        q_BTHK, k_BTHK = qk_BXTK.transpose(1, 2).chunk(2, dim=2)
+        v_BTHK = qkv_BTXK[:, :, 2 * H :]
         if pad_mask_BT is not None:
             v_BTHK = v_BTHK * pad_mask_BT[:, :, None, None].to(v_BTHK.dtype)
-        g_H = torch.tensor(self.log_decay, dtype=torch.float32, device=x_BTD.device)
         state = cache.get_state(self.layer_idx) if cache is not None else None
         o_BTHK, state = lightning_attention(
-            q_BTHK, k_BTHK, v_BTHK, g_H, scale=self.head_dim**-0.5, initial_state=state,
-            chunk_size=self.chunk_size, backend=self.backend,
+            q_BTHK, k_BTHK, v_BTHK, self._log_decay_on(x_BTD.device), scale=self.head_dim**-0.5,
+            initial_state=state, chunk_size=self.chunk_size, backend=self.backend,
         )  # fmt: skip
         if cache is not None:
             cache.set_state(self.layer_idx, state)
         o_BTW = self.g_norm(o_BTHK.reshape(B, T, -1)) * torch.sigmoid(self.g_proj(x_BTD))
         return self.dense(o_BTW)
+
+    def _log_decay_on(self, device: torch.device) -> torch.Tensor:
+        """g [H] fp32 on ``device``, built from the Python floats once per device and decay rule."""
+        key = (device, self.log_decay)
+        if self._log_decay_tensor is None or self._log_decay_tensor[0] != key:
+            self._log_decay_tensor = (key, torch.tensor(self.log_decay, dtype=torch.float32, device=device))
+        return self._log_decay_tensor[1]

@@ -127,7 +127,7 @@ class MultiLatentAttention(nn.Module):
         S = latent_BSL.shape[1]
         w_HKC = self.kv_b_proj.weight.view(H, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk_HNC, w_uv_HVC = w_HKC.split([self.nope_dim, self.v_dim], dim=1)
-        q_latent_BHTC = torch.einsum("bhtn,hnc->bhtc", q_nope_BHTN, w_uk_HNC)
+        q_latent_BHTC = q_nope_BHTN @ w_uk_HNC  # broadcast over B; matmul dispatches cheaper than einsum
         q_B1ML = torch.cat((q_latent_BHTC, q_rope_BHTR), dim=-1).reshape(B, 1, H * T, -1)  # M = H·T rows
         mask = bias_B1TS
         if mask is None and causal:
@@ -137,4 +137,4 @@ class MultiLatentAttention(nn.Module):
         kv_B1SL = latent_BSL[:, None]
         ctx_B1ML = F.scaled_dot_product_attention(q_B1ML, kv_B1SL, kv_B1SL, attn_mask=mask, scale=self.scale)
         ctx_BHTC = ctx_B1ML[..., : self.kv_lora_rank].reshape(B, H, T, self.kv_lora_rank)
-        return torch.einsum("bhtc,hvc->bhtv", ctx_BHTC, w_uv_HVC)
+        return ctx_BHTC @ w_uv_HVC.transpose(1, 2)

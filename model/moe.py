@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -24,18 +25,29 @@ from torch import nn
 from .layers import SwiGLUMLP
 
 
-@dataclass
 class RouterStats:
     """Routing of one forward pass, one row per MoE layer in model order (the MTP layer last).
 
     ``tokens_per_expert`` counts (non-padding) tokens sent to each expert: the input of ``update_expert_bias``
     after the trainer sums it over micro-batches and data-parallel ranks. ``router_logits`` keeps the graph
-    for the z-loss; ``z_loss`` is its value, summed over layers.
+    for the z-loss; ``z_loss`` is its value, summed over layers. Both statistics are computed when first read:
+    training reads them every step, decoding never does and skips their ~10 ops per layer.
     """
 
-    tokens_per_expert: torch.Tensor  # [L_moe, E] float
-    router_logits: tuple[torch.Tensor, ...]  # L_moe x [N, E] fp32
-    z_loss: torch.Tensor  # scalar
+    def __init__(self, routings: Sequence[Routing]) -> None:
+        self.routings = tuple(routings)
+
+    @property
+    def router_logits(self) -> tuple[torch.Tensor, ...]:  # L_moe x [N, E] fp32
+        return tuple(r.router_logits for r in self.routings)
+
+    @cached_property
+    def tokens_per_expert(self) -> torch.Tensor:  # [L_moe, E] float
+        return torch.stack([r.tokens_per_expert for r in self.routings])
+
+    @cached_property
+    def z_loss(self) -> torch.Tensor:  # scalar
+        return torch.stack([r.z_loss for r in self.routings]).sum()
 
 
 def group_limited_topk(scores_NE: torch.Tensor, n_group: int, topk_group: int, top_k: int) -> torch.Tensor:
@@ -98,6 +110,8 @@ def dispatch_to_experts(
     backward is an accumulating ``index_put_`` several times slower on CPU.
     """
     N, A = topk_idx_NA.shape
+    if N == 1 and not torch.is_grad_enabled():
+        return _one_token(x_ND, topk_idx_NA, topk_weight_NA, experts)
     E, D = len(experts), x_ND.shape[-1]
     flat_idx = topk_idx_NA.reshape(-1)
     order = flat_idx.argsort(stable=True)
@@ -120,6 +134,14 @@ def dispatch_to_experts(
     weighted = torch.cat(outputs) * weight_of_slot[:, None]
     y_ND = torch.zeros(N, D, dtype=weighted.dtype, device=x_ND.device)
     return y_ND.index_add_(0, token_of_slot, weighted).to(x_ND.dtype)
+
+
+def _one_token(
+    x_1D: torch.Tensor, topk_idx_1A: torch.Tensor, topk_weight_1A: torch.Tensor, experts: Sequence[nn.Module]
+) -> torch.Tensor:
+    """Decoding one token: run its A experts directly, no sort, count or scatter (a third of the ops)."""
+    out_AD = torch.cat([experts[e](x_1D) for e in topk_idx_1A[0].tolist()])
+    return (out_AD * topk_weight_1A[0, :, None]).sum(0, keepdim=True).to(x_1D.dtype)
 
 
 def _batched_experts(
@@ -159,11 +181,25 @@ def _batched_experts(
 
 @dataclass
 class Routing:
-    """One MoE layer's routing, reduced to what the trainer needs."""
+    """One MoE layer's routing; what the trainer needs from it is derived on first read."""
 
-    tokens_per_expert: torch.Tensor  # [E]
+    topk_idx: torch.Tensor  # [N, A]
     router_logits: torch.Tensor  # [N, E] fp32
-    z_loss: torch.Tensor  # mean over valid tokens of logsumexp(logits)^2
+    token_mask: torch.Tensor | None  # [N] bool, True for real tokens; None: all real
+    num_experts: int
+
+    @cached_property
+    def tokens_per_expert(self) -> torch.Tensor:  # [E] float
+        selected = self.topk_idx if self.token_mask is None else self.topk_idx[self.token_mask]
+        return torch.bincount(selected.reshape(-1), minlength=self.num_experts).float()
+
+    @cached_property
+    def z_loss(self) -> torch.Tensor:
+        """Mean over real tokens of logsumexp(logits)^2."""
+        lse_sq = torch.logsumexp(self.router_logits, dim=-1).square()
+        if self.token_mask is None:
+            return lse_sq.mean()
+        return (lse_sq * self.token_mask).sum() / self.token_mask.sum().clamp(min=1)
 
 
 class SparseMoeBlock(nn.Module):
@@ -189,30 +225,11 @@ class SparseMoeBlock(nn.Module):
         y_ND = dispatch_to_experts(x_ND, topk_idx, topk_weight, self.experts)
         if self.shared_experts is not None:
             y_ND = y_ND + self.shared_experts(x_ND)
-        return y_ND.view(B, T, D), self._routing(topk_idx, logits_NE, token_mask_N)
-
-    def _routing(
-        self, topk_idx_NA: torch.Tensor, logits_NE: torch.Tensor, token_mask_N: torch.Tensor | None
-    ) -> Routing:
-        lse_sq = torch.logsumexp(logits_NE, dim=-1).square()
-        if token_mask_N is None:
-            selected = topk_idx_NA.reshape(-1)
-            z_loss = lse_sq.mean()
-        else:
-            selected = topk_idx_NA[token_mask_N].reshape(-1)
-            z_loss = (lse_sq * token_mask_N).sum() / token_mask_N.sum().clamp(min=1)
-        counts = torch.bincount(selected, minlength=self.num_experts).float()
-        return Routing(tokens_per_expert=counts, router_logits=logits_NE, z_loss=z_loss)
+        return y_ND.view(B, T, D), Routing(topk_idx, logits_NE, token_mask_N, self.num_experts)
 
 
 def collect_router_stats(routings: Sequence[Routing]) -> RouterStats | None:
-    if not routings:
-        return None
-    return RouterStats(
-        tokens_per_expert=torch.stack([r.tokens_per_expert for r in routings]),
-        router_logits=tuple(r.router_logits for r in routings),
-        z_loss=torch.stack([r.z_loss for r in routings]).sum(),
-    )
+    return RouterStats(routings) if routings else None
 
 
 def routers(model: nn.Module) -> list[Router]:

@@ -11,6 +11,7 @@ import torch
 
 from kernels.dispatch import use_triton
 from kernels.lightning.chunk import DEFAULT_CHUNK_SIZE, chunk_lightning_attn
+from kernels.lightning.decode_step import lightning_decode_step
 from kernels.lightning.fused_recurrent import fused_recurrent_lightning_attn
 from kernels.lightning.naive import naive_chunk_lightning, naive_recurrent_lightning
 
@@ -37,8 +38,9 @@ def lightning_attn(
     ``mode`` picks the algorithm: "chunk" (training, prefill), "fused_recurrent" (decode), or "auto",
     which on Triton takes the recurrent form for T <= 64 like HF. ``kernels.dispatch.use_triton`` picks
     the backend; the torch fallback runs the naive reference of the same form, except that "auto" there
-    takes the recurrent form only for one-token decode: its Python loop runs T times, the chunk form's
-    T / chunk_size times, but for T = 1 it is a handful of ops against the chunk form's masks and decays.
+    takes the recurrent form only for one-token decode (its Python loop runs T times, the chunk form's
+    T / chunk_size times), and runs that token through ``lightning_decode_step``: the same function in a
+    handful of batched ops.
     """
     if mode not in ("auto", "chunk", "fused_recurrent"):
         raise ValueError(f"mode must be 'auto', 'chunk' or 'fused_recurrent', got {mode!r}")
@@ -50,5 +52,7 @@ def lightning_attn(
     if mode == "chunk":
         chunk = chunk_lightning_attn if triton_path else naive_chunk_lightning
         return chunk(q, k, v, g, chunk_size=chunk_size, **kwargs)
-    recurrent = fused_recurrent_lightning_attn if triton_path else naive_recurrent_lightning
+    if triton_path:
+        return fused_recurrent_lightning_attn(q, k, v, g, **kwargs)
+    recurrent = lightning_decode_step if q.shape[1] == 1 else naive_recurrent_lightning
     return recurrent(q, k, v, g, **kwargs)

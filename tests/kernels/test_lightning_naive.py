@@ -89,14 +89,14 @@ def test_bad_inputs_fail_loudly():
         naive_recurrent_lightning(q, k[..., :4], v, G_H)
 
 
-@pytest.mark.parametrize(("T", "expected"), [(1, "naive_recurrent_lightning"), (2, "naive_chunk_lightning")])
+@pytest.mark.parametrize(("T", "expected"), [(1, "lightning_decode_step"), (2, "naive_chunk_lightning")])
 def test_torch_auto_mode_decodes_one_token_recurrently(T, expected, monkeypatch):
-    """On the torch path "auto" takes the recurrent form for one-token decode only (few ops), the chunk
+    """On the torch path "auto" takes the one-token recurrent step for decode only (few ops), the chunk
     form otherwise (a Python loop over chunks, not tokens); both give the reference output."""
     import kernels.lightning.api as api_module
 
     calls = []
-    for name in ("naive_recurrent_lightning", "naive_chunk_lightning"):
+    for name in ("lightning_decode_step", "naive_recurrent_lightning", "naive_chunk_lightning"):
         real = getattr(api_module, name)
         monkeypatch.setattr(
             api_module, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw)

@@ -64,3 +64,56 @@ def test_attention_normalises_qk_before_partial_rope(cfg):
         y = attn(x, cos, sin, None, None)
         torch.testing.assert_close(y, reference_attention(attn, x, cos, sin, norm_first=True))
         assert not torch.allclose(y, reference_attention(attn, x, cos, sin, norm_first=False), atol=1e-4)
+
+
+def test_one_token_decode_with_grouped_rows_equals_full_attention(cfg):
+    """Decode folds the H / G query heads of a key/value head into that head's query rows (one SDPA pass per
+    key/value head); the last token decoded against the cache equals full causal attention's last row."""
+    from model.attention import KVCache
+
+    torch.manual_seed(0)
+    attn = Attention(cfg, layer_idx=0)
+    x = torch.randn(2, 7, cfg.hidden_size)
+    cos, sin = RotaryEmbedding(cfg.head_dim, cfg.partial_rotary_factor, cfg.rope_theta)(
+        torch.arange(7)[None].expand(2, 7), torch.float32
+    )
+    cache = KVCache()
+    with torch.no_grad():
+        attn(x[:, :6], cos[:, :6], sin[:, :6], None, cache)
+        y_last = attn(x[:, 6:], cos[:, 6:], sin[:, 6:], None, cache)
+        torch.testing.assert_close(y_last, reference_attention(attn, x, cos, sin, norm_first=True)[:, 6:])
+
+
+def test_grouped_rows_decode_honours_the_padding_mask(cfg):
+    torch.manual_seed(0)
+    attn = Attention(cfg, layer_idx=0)
+    H, G, K = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    q, k, v = torch.randn(3, H, 1, K), torch.randn(3, G, 9, K), torch.randn(3, G, 9, K)
+    bias = torch.zeros(3, 1, 1, 9)
+    bias[0, ..., :4] = torch.finfo(torch.float32).min  # row 0 is left-padded by 4
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    torch.testing.assert_close(attn._decode_one(q, k, v, bias), expected)
+    assert not torch.allclose(attn._decode_one(q, k, v, None)[0], expected[0], atol=1e-4)
+
+
+def test_joint_qk_norm_and_rotary_equals_separate_ones(cfg):
+    from model.layers import RMSNorm, qk_norm_rotary
+
+    torch.manual_seed(0)
+    H, G, K = 4, 2, cfg.head_dim
+    q_norm, k_norm = RMSNorm(K, 1e-6), RMSNorm(K, 1e-6)
+    with torch.no_grad():
+        q_norm.weight.uniform_(0.5, 1.5)
+        k_norm.weight.uniform_(0.5, 1.5)
+    qk = torch.randn(2, 5, H + G, K)
+    cos, sin = RotaryEmbedding(K, cfg.partial_rotary_factor, cfg.rope_theta)(
+        torch.arange(5)[None].expand(2, 5), torch.float32
+    )
+    with torch.no_grad():
+        joint = qk_norm_rotary(qk, q_norm, k_norm, H, cos, sin)
+        q_sep = apply_partial_rotary(q_norm(qk[:, :, :H]).transpose(1, 2), cos, sin)
+        k_sep = apply_partial_rotary(k_norm(qk[:, :, H:]).transpose(1, 2), cos, sin)
+        torch.testing.assert_close(joint, torch.cat((q_sep, k_sep), dim=1))
+        torch.testing.assert_close(
+            qk_norm_rotary(qk, None, None, H, cos, sin), apply_partial_rotary(qk.transpose(1, 2), cos, sin)
+        )

@@ -172,3 +172,40 @@ def test_idle_experts_get_zero_gradients_not_none(monkeypatch, ratio):
     with torch.no_grad():
         moe.dispatch_to_experts(x, idx, torch.rand(10, 2), experts)
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_token_decode_dispatch_equals_the_general_path(dtype):
+    """Without autograd one token runs its A experts directly; the sum equals the sorted dispatch's (which
+    still runs while autograd is on) and only the chosen experts run."""
+    from model import moe
+
+    torch.manual_seed(0)
+    experts = torch.nn.ModuleList(SwiGLUMLP(8, 6) for _ in range(5)).to(dtype)
+    x = torch.randn(1, 8, dtype=dtype)
+    idx, w = torch.tensor([[3, 1]]), torch.rand(1, 2)
+    calls = []
+    for e, expert in enumerate(experts):
+        expert.register_forward_hook(lambda *_, e=e: calls.append(e))
+    with torch.no_grad():
+        fast = moe.dispatch_to_experts(x, idx, w, experts)
+    assert sorted(calls) == [1, 3]
+    general = moe.dispatch_to_experts(x, idx, w, experts).detach()  # autograd on: the sorted path
+    assert fast.dtype == dtype and fast.shape == (1, 8)
+    torch.testing.assert_close(fast, general, rtol=0, atol=0)
+
+
+def test_router_statistics_are_computed_on_first_read_only():
+    """Decoding never reads the routing statistics, so a forward builds none of them; reading them gives
+    the counts of the selected experts (padding excluded) and the mean squared log-sum-exp."""
+    from model.moe import Routing, collect_router_stats
+
+    logits = torch.randn(3, 4)
+    routing = Routing(torch.tensor([[0, 1], [1, 2], [3, 3]]), logits, torch.tensor([True, True, False]), 4)
+    assert "tokens_per_expert" not in vars(routing) and "z_loss" not in vars(routing)
+    torch.testing.assert_close(routing.tokens_per_expert, torch.tensor([1.0, 2.0, 1.0, 0.0]))
+    torch.testing.assert_close(routing.z_loss, torch.logsumexp(logits[:2], dim=-1).square().mean())
+    stats = collect_router_stats([routing, routing])
+    assert stats.tokens_per_expert.shape == (2, 4)
+    torch.testing.assert_close(stats.z_loss, 2 * routing.z_loss)
+    assert collect_router_stats([]) is None
