@@ -8,7 +8,9 @@ Three measurements (issue: hybrid attention + migration, benchmarks):
    + softmax, same layer mix) and transformers' Llama (GQA), at the same dims.
 2. Cache bytes per token, read from the live caches after decoding, against the analytic values
    (``model.cache_bytes_per_token`` for the hybrid, ``model.kv_cache_bytes_per_token`` for GQA).
-3. Prefill time vs length of the attention cores alone: chunked Lightning (``kernels.lightning``, the torch
+3. Decode attention of one layer at each context, one new token: GQA (SDPA's ``enable_gqa`` and the grouped
+   rows the base runs) vs MLA's absorbed step, the per-layer cost ratio that bounds the hybrid's speed-up.
+4. Prefill time vs length of the attention cores alone: chunked Lightning (``kernels.lightning``, the torch
    path on CPU) vs causal softmax (SDPA), same B, H, K.
 
 All models are randomly initialised (latency does not depend on the weights' values), fp32, batch ``--batch``.
@@ -141,6 +143,37 @@ def measured_cache_bytes(cache, batch: int) -> float:
 
 
 @torch.no_grad()
+def decode_attention_cores(contexts: list[int], batch: int, repeats: int) -> list[dict]:
+    """Milliseconds per call of one layer's decode attention (one new token over S cached ones), at the
+    models' dims: GQA through SDPA's ``enable_gqa`` (a pass per query head), GQA with the query heads folded
+    into rows (``model.attention.grouped_rows_decode``, what the base runs), and MLA's absorbed step (H query
+    rows over the [S, Rc + Kr] latent as key and value, what the hybrid runs). Calls are interleaved."""
+    import torch.nn.functional as F
+
+    from model.attention import grouped_rows_decode
+
+    latent_dim = bench_config().kv_lora_rank + bench_config().qk_rope_head_dim
+    rows = []
+    for S in contexts:
+        gen = torch.Generator().manual_seed(S)
+        q = torch.randn(batch, HEADS, 1, HEAD_DIM, generator=gen)
+        k, v = (torch.randn(batch, KV_HEADS, S, HEAD_DIM, generator=gen) for _ in range(2))
+        q_latent = torch.randn(batch, 1, HEADS, latent_dim, generator=gen)
+        latent = torch.randn(batch, 1, S, latent_dim, generator=gen)
+        calls = {
+            "gqa_enable_gqa": (F.scaled_dot_product_attention, (q, k, v), {"enable_gqa": True}),
+            "gqa_rows": (grouped_rows_decode, (q, k, v, None), {}),
+            "mla_absorbed": (F.scaled_dot_product_attention, (q_latent, latent, latent), {"scale": 0.1}),
+        }
+        times = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, (fn, args, kwargs) in calls.items():
+                times[name].append(_timed(fn, *args, **kwargs)[0])
+        rows.append({"context": S, **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()}})
+    return rows
+
+
+@torch.no_grad()
 def prefill_attention_cores(lengths: list[int], repeats: int) -> list[dict]:
     """Seconds per call of chunked Lightning vs causal softmax attention (B=1, H, K as the models)."""
     import torch.nn.functional as F
@@ -173,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=24, help="decode rounds per context (median taken)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' MiniMax and Llama")
+    parser.add_argument("--core-repeats", type=int, default=20, help="calls per decode attention core (median)")
     parser.add_argument("--prefill-lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--prefill-repeats", type=int, default=3)
     parser.add_argument("--json", default="", help="also write the results to this file")
@@ -203,8 +237,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         decode[context] = {name: {k: v for k, v in r.items() if k != "cache"} for name, r in by_model.items()}
     del results
+    cores = decode_attention_cores(args.contexts, args.batch, args.core_repeats)
     prefill = prefill_attention_cores(args.prefill_lengths, args.prefill_repeats)
-    report = {"batch": args.batch, "decode": decode, "cache_bytes_per_token": cache_rows, "prefill_cores": prefill}
+    report = {
+        "batch": args.batch, "decode": decode, "cache_bytes_per_token": cache_rows, "decode_cores": cores,
+        "prefill_cores": prefill,
+    }  # fmt: skip
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:
@@ -245,6 +283,17 @@ def format_report(report: dict) -> str:
         lines.append(
             f"| {row['context']} | {row['gqa_measured']:.1f} | {row['gqa_analytic']} | {row['hybrid_measured']:.1f} | "
             f"{row['hybrid_analytic']:.1f} | {row['gqa_measured'] / row['hybrid_measured']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"decode attention of one layer, one new token (batch {report['batch']}, ms, median)",
+        "| context | GQA enable_gqa | GQA grouped rows (base) | MLA absorbed (hybrid) | MLA / GQA rows |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in report["decode_cores"]:
+        lines.append(
+            f"| {row['context']} | {row['gqa_enable_gqa_ms']:.3f} | {row['gqa_rows_ms']:.3f} | "
+            f"{row['mla_absorbed_ms']:.3f} | {row['mla_absorbed_ms'] / row['gqa_rows_ms']:.2f} |"
         )
     lines += [
         "",

@@ -88,6 +88,20 @@ def attention_bias(
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
+def grouped_rows_decode(
+    q_BH1K: torch.Tensor, k_BGSK: torch.Tensor, v_BGSK: torch.Tensor, bias_B11S: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention of one query token [B, H, 1, K] over G key/value heads: the H / G query heads that share a
+    key/value head become that head's query rows, so SDPA reads each cached key and value once for all of them
+    (``enable_gqa`` runs one pass per query head: 2x slower at 16K context on this CPU, see
+    ``benchmarks/long_context.py``). Query head h reads key/value head h // (H / G), the GQA convention; the
+    padding mask [B, 1, 1, S] broadcasts over heads and rows alike."""
+    B, H, _, K = q_BH1K.shape
+    G = k_BGSK.shape[1]
+    y_BGRK = F.scaled_dot_product_attention(q_BH1K.reshape(B, G, H // G, K), k_BGSK, v_BGSK, attn_mask=bias_B11S)
+    return y_BGRK.reshape(B, H, 1, K)
+
+
 class Attention(nn.Module):
     """Fused ``query_key_value`` projection -> QK-RMSNorm per head -> partial RoPE -> SDPA -> ``dense``."""
 
@@ -126,21 +140,9 @@ class Attention(nn.Module):
         if cache is not None:
             k_BGTK, v_BGTK = cache.update(k_BGTK, v_BGTK, self.layer_idx)  # now [B, G, S, K]
         if T == 1:
-            y_BHTK = self._decode_one(q_BHTK, k_BGTK, v_BGTK, bias_B1TS)
+            y_BHTK = grouped_rows_decode(q_BHTK, k_BGTK, v_BGTK, bias_B1TS)
         else:
             y_BHTK = F.scaled_dot_product_attention(
                 q_BHTK, k_BGTK, v_BGTK, attn_mask=bias_B1TS, is_causal=bias_B1TS is None and T > 1, enable_gqa=True
             )
         return self.dense(y_BHTK.transpose(1, 2).reshape(B, T, H * self.head_dim))
-
-    def _decode_one(
-        self, q_BH1K: torch.Tensor, k_BGSK: torch.Tensor, v_BGSK: torch.Tensor, bias_B11S: torch.Tensor | None
-    ) -> torch.Tensor:
-        """One query token: the H / G query heads that share a key/value head become that head's query
-        rows, so SDPA reads each cached key and value once for all of them (``enable_gqa`` runs one pass per
-        query head: 2x slower at 16K context on this CPU). Query head h reads key/value head h // (H / G); the
-        padding mask [B, 1, 1, S] broadcasts over heads and rows alike."""
-        B, H, _, K = q_BH1K.shape
-        G = k_BGSK.shape[1]
-        y_BGRK = F.scaled_dot_product_attention(q_BH1K.reshape(B, G, H // G, K), k_BGSK, v_BGSK, attn_mask=bias_B11S)
-        return y_BGRK.reshape(B, H, 1, K)

@@ -85,15 +85,16 @@ def test_one_token_decode_with_grouped_rows_equals_full_attention(cfg):
 
 
 def test_grouped_rows_decode_honours_the_padding_mask(cfg):
+    from model.attention import grouped_rows_decode
+
     torch.manual_seed(0)
-    attn = Attention(cfg, layer_idx=0)
     H, G, K = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     q, k, v = torch.randn(3, H, 1, K), torch.randn(3, G, 9, K), torch.randn(3, G, 9, K)
     bias = torch.zeros(3, 1, 1, 9)
     bias[0, ..., :4] = torch.finfo(torch.float32).min  # row 0 is left-padded by 4
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
-    torch.testing.assert_close(attn._decode_one(q, k, v, bias), expected)
-    assert not torch.allclose(attn._decode_one(q, k, v, None)[0], expected[0], atol=1e-4)
+    torch.testing.assert_close(grouped_rows_decode(q, k, v, bias), expected)
+    assert not torch.allclose(grouped_rows_decode(q, k, v, None)[0], expected[0], atol=1e-4)
 
 
 def test_joint_qk_norm_and_rotary_equals_separate_ones(cfg):
