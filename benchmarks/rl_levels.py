@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tasks.curate.tokenizer import load_tokenizer
     from tasks.post_train.common import evaluate
     from tasks.post_train.phases import rl_phase, sft_phase, sft_rows
-    from tasks.post_train.stage import _tasks
-    from tasks.pretrain.stage import eval_tasks
+    from tasks.pretrain.stage import eval_tasks, tasks_from_frame
 
     cfg = resolve("tiny_cpu")
     curated, start = stage_dir("curate"), stage_dir("migrate") / "checkpoint"
@@ -42,11 +41,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(curated / "tokenizer")
     model = load_checkpoint(start, base=cfg.model)
     candidates = pd.read_parquet(curated / "candidates.parquet")
-    sft_tasks = {t.task_id: t for t in _tasks(pd.read_parquet(curated / "sft_prompts.parquet"))}
+    sft_tasks = {t.task_id: t for t in tasks_from_frame(pd.read_parquet(curated / "sft_prompts.parquet"))}
     rows, _ = sft_rows(candidates, pd.read_parquet(curated / "sft.parquet"), envs, sft_tasks, "shortest_correct")
     sft_phase(model, tokenizer, rows, cfg, lambda *a: None)
     sft_state = copy.deepcopy(model.state_dict())
-    rl_tasks = _tasks(pd.read_parquet(curated / "rl_prompts.parquet"))
+    rl_tasks = tasks_from_frame(pd.read_parquet(curated / "rl_prompts.parquet"))
     evals = eval_tasks(curated, cfg.post_train.eval.prompts_per_family)
 
     names = {"sentence": "LPO", "token": "GRPO", "sequence": "GSPO"}
