@@ -93,7 +93,7 @@ def grouped_rows_decode(
 ) -> torch.Tensor:
     """Attention of one query token [B, H, 1, K] over G key/value heads: the H / G query heads that share a
     key/value head become that head's query rows, so SDPA reads each cached key and value once for all of them
-    (``enable_gqa`` runs one pass per query head: 2x slower at 16K context on this CPU, see
+    (``enable_gqa`` runs one pass per query head: 1.6-2x slower at 16K context on this CPU, see
     ``benchmarks/long_context.py``). Query head h reads key/value head h // (H / G), the GQA convention; the
     padding mask [B, 1, 1, S] broadcasts over heads and rows alike."""
     B, H, _, K = q_BH1K.shape
@@ -131,10 +131,8 @@ class Attention(nn.Module):
         H, G = self.num_heads, self.num_kv_heads
         qkv_BTXK = self.query_key_value(x_BTD).view(B, T, H + 2 * G, self.head_dim)
         # Normalising before the rotation keeps the rotated and pass-through dims on one scale (official order).
-        qk_BXTK = qk_norm_rotary(
-            qkv_BTXK[:, :, : H + G], self.query_layernorm if self.use_qk_norm else None,
-            self.key_layernorm if self.use_qk_norm else None, H, cos_BTR, sin_BTR,
-        )  # fmt: skip
+        qk_norms = (self.query_layernorm, self.key_layernorm) if self.use_qk_norm else None
+        qk_BXTK = qk_norm_rotary(qkv_BTXK[:, :, : H + G], qk_norms, H, cos_BTR, sin_BTR)
         q_BHTK, k_BGTK = qk_BXTK.split([H, G], dim=1)
         v_BGTK = qkv_BTXK[:, :, H + G :].transpose(1, 2)
         if cache is not None:
@@ -143,6 +141,6 @@ class Attention(nn.Module):
             y_BHTK = grouped_rows_decode(q_BHTK, k_BGTK, v_BGTK, bias_B1TS)
         else:
             y_BHTK = F.scaled_dot_product_attention(
-                q_BHTK, k_BGTK, v_BGTK, attn_mask=bias_B1TS, is_causal=bias_B1TS is None and T > 1, enable_gqa=True
+                q_BHTK, k_BGTK, v_BGTK, attn_mask=bias_B1TS, is_causal=bias_B1TS is None, enable_gqa=True
             )
         return self.dense(y_BHTK.transpose(1, 2).reshape(B, T, H * self.head_dim))

@@ -41,19 +41,20 @@ class RMSNorm(nn.Module):
 
 def qk_norm_rotary(
     qk_BTXK: torch.Tensor,
-    q_norm: RMSNorm | None,
-    k_norm: RMSNorm | None,
+    qk_norms: tuple[RMSNorm, RMSNorm] | None,
     num_q_heads: int,
     cos_BTR: torch.Tensor,
     sin_BTR: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-head QK-RMSNorm (when the norms are given) then partial RoPE, on queries and keys at once.
+    """Per-head QK-RMSNorm (``qk_norms`` = (query norm, key norm), or None for none) then partial RoPE, on
+    queries and keys at once.
 
     ``qk_BTXK`` holds the query heads then the key heads (X = H + G), as they leave the fused projection; each
     half gets its own norm weight. Equal to normalising and rotating q and k separately, in half the ops.
     Returns [B, X, T, K].
     """
-    if q_norm is not None:
+    if qk_norms is not None:
+        q_norm, k_norm = qk_norms
         num_k_heads = qk_BTXK.shape[2] - num_q_heads
         weight_XK = torch.cat(
             (q_norm.weight.expand(num_q_heads, -1), k_norm.weight.expand(num_k_heads, -1))

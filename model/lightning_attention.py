@@ -189,7 +189,7 @@ class LightningAttention(nn.Module):
     def set_decay_rule(self, rule: DecayRule) -> None:
         self.decay_rule = rule
         self.log_decay = tuple(lightning_log_decay(self.num_heads, self.layer_idx, self.num_layers, rule))
-        self._log_decay_tensor: tuple[tuple, torch.Tensor] | None = None
+        self._log_decay_tensor: torch.Tensor | None = None  # g on the device of the last call
 
     def forward(
         self,
@@ -207,10 +207,8 @@ class LightningAttention(nn.Module):
         if self.linear_silu:
             qkv = F.silu(qkv)
         qkv_BTXK = qkv.view(B, T, 3 * H, self.head_dim)
-        qk_BXTK = qk_norm_rotary(
-            qkv_BTXK[:, :, : 2 * H], self.query_layernorm if self.use_qk_norm else None,
-            self.key_layernorm if self.use_qk_norm else None, H, cos_BTR, sin_BTR,
-        )  # fmt: skip
+        qk_norms = (self.query_layernorm, self.key_layernorm) if self.use_qk_norm else None
+        qk_BXTK = qk_norm_rotary(qkv_BTXK[:, :, : 2 * H], qk_norms, H, cos_BTR, sin_BTR)
         q_BTHK, k_BTHK = qk_BXTK.transpose(1, 2).chunk(2, dim=2)
         v_BTHK = qkv_BTXK[:, :, 2 * H :]
         if pad_mask_BT is not None:
@@ -226,8 +224,8 @@ class LightningAttention(nn.Module):
         return self.dense(o_BTW)
 
     def _log_decay_on(self, device: torch.device) -> torch.Tensor:
-        """g [H] fp32 on ``device``, built from the Python floats once per device and decay rule."""
-        key = (device, self.log_decay)
-        if self._log_decay_tensor is None or self._log_decay_tensor[0] != key:
-            self._log_decay_tensor = (key, torch.tensor(self.log_decay, dtype=torch.float32, device=device))
-        return self._log_decay_tensor[1]
+        """g [H] fp32 on ``device``, built from the Python floats again only when the device or (through
+        ``set_decay_rule``, which drops it) the rule changes."""
+        if self._log_decay_tensor is None or self._log_decay_tensor.device != torch.device(device):
+            self._log_decay_tensor = torch.tensor(self.log_decay, dtype=torch.float32, device=device)
+        return self._log_decay_tensor

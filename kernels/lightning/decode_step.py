@@ -5,7 +5,7 @@
 The same function as ``naive_recurrent_lightning`` at T = 1, in a handful of batched ops (one broadcasting
 ``addcmul`` for the state update, a ``bmm`` for the read-out) instead of the reference's per-step broadcasts
 and einsum: decoding at batch 1 is bound by how many ops run, not by their arithmetic (``baddbmm`` of the
-K x 1 by 1 x V outer products took twice as long as ``addcmul`` on this CPU).
+K x 1 by 1 x V outer products was slower than ``addcmul`` in an ad-hoc timing on this CPU).
 
 Shape legend: see ``naive.py``.
 """

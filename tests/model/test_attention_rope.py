@@ -111,10 +111,10 @@ def test_joint_qk_norm_and_rotary_equals_separate_ones(cfg):
         torch.arange(5)[None].expand(2, 5), torch.float32
     )
     with torch.no_grad():
-        joint = qk_norm_rotary(qk, q_norm, k_norm, H, cos, sin)
+        joint = qk_norm_rotary(qk, (q_norm, k_norm), H, cos, sin)
         q_sep = apply_partial_rotary(q_norm(qk[:, :, :H]).transpose(1, 2), cos, sin)
         k_sep = apply_partial_rotary(k_norm(qk[:, :, H:]).transpose(1, 2), cos, sin)
         torch.testing.assert_close(joint, torch.cat((q_sep, k_sep), dim=1))
         torch.testing.assert_close(
-            qk_norm_rotary(qk, None, None, H, cos, sin), apply_partial_rotary(qk.transpose(1, 2), cos, sin)
+            qk_norm_rotary(qk, None, H, cos, sin), apply_partial_rotary(qk.transpose(1, 2), cos, sin)
         )
