@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from configs.base import ConfigError, from_dict, to_dict
 from configs.model import ModelConfig
 from model.ling2 import Ling2ForCausalLM
+from model.weights_io import load_owned
 
 ARCHITECTURE_FILES = (
     "configuration_bailing_moe_v2.py",
@@ -172,7 +173,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [WEIGHTS_NAME]
     state: dict[str, torch.Tensor] = {}
     for name in files:
-        state.update(load_file(str(folder / name)))
+        state.update(load_owned(folder / name))
     # Some exporters store the rotary frequencies; they are recomputed here.
     return {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
 

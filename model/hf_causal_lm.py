@@ -37,6 +37,16 @@ class BailingPreTrainedModel(PreTrainedModel):
         init_module(module, self.config.initializer_range, init=hf_init)
 
 
+def own_cpu_tensor_memory(module: nn.Module, alignment: int = 64) -> None:
+    """Copy CPU parameters and buffers that live at a non-allocator-aligned address (views into a loaded
+    safetensors buffer) into memory of their own. One-row matmuls sum in another order on a misaligned
+    matrix on some CPUs, so without this a loaded model's logits can differ from the trained model's in
+    the last bit (see ``model/weights_io.py`` in the training repository)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device.type == "cpu" and tensor.data_ptr() % alignment:
+            tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+
+
 class BailingCausalLMMixin:
     """``model`` (the subclass's ``backbone``) + ``lm_head``; listed first in a ``PreTrainedModel`` subclass's
     bases, ahead of ``GenerationMixin``."""
@@ -49,6 +59,12 @@ class BailingCausalLMMixin:
         self.model = self.backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        model = super().from_pretrained(*args, **kwargs)
+        own_cpu_tensor_memory(model)
+        return model
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.word_embeddings

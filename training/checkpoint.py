@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from configs.base import to_dict
+from model.weights_io import load_owned
 from training.state_io import load_state, save_state, state_paths
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def load_checkpoint(engine: Engine, path: Path) -> tuple[int, Any, Any]:
     rank = engine.rank
     stems = [f"optimizer-rank{rank}", f"rng-rank{rank}", "scheduler", "data", "extra"]
     verify(path, [MODEL_FILE] + [name for stem in stems for name in _state_files(manifest["files"], stem)])
-    engine.load_full_state_dict(load_file(str(path / MODEL_FILE)))
+    engine.load_full_state_dict(load_owned(path / MODEL_FILE))
     engine.load_optimizer_state_dict(load_state(path / f"optimizer-rank{rank}"))
     engine.load_scheduler_state_dict(load_state(path / "scheduler"))
     data_state, extra = load_state(path / "data"), load_state(path / "extra")
@@ -222,4 +223,4 @@ def load_checkpoint(engine: Engine, path: Path) -> tuple[int, Any, Any]:
 def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
     """The full model weights of a checkpoint, verified against its manifest."""
     verify(path, [MODEL_FILE])
-    return load_file(str(Path(path) / MODEL_FILE))
+    return load_owned(Path(path) / MODEL_FILE)

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from model.weights_io import load_owned
 
 FORMAT = "ling26-state/1"
 _TENSOR = "__tensor__"
@@ -135,5 +137,5 @@ def load_state(stem: Path) -> Any:
     doc = json.loads(json_path.read_text(encoding="ascii"))
     if doc.get("format") != FORMAT:
         raise ValueError(f"{json_path}: unknown state format {doc.get('format')!r} (expected {FORMAT})")
-    tensors = load_file(str(json_path.with_name(doc["tensors"]))) if doc["tensors"] else {}
+    tensors = load_owned(json_path.with_name(doc["tensors"])) if doc["tensors"] else {}
     return decode(doc["state"], tensors)
