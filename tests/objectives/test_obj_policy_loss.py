@@ -1,5 +1,6 @@
-"""Policy loss invariants: on-policy ratio 1, level equivalences, exact clipping, micro-batch invariance,
-and agreement with a loop reference that takes each unit's ratio as a real geometric mean."""
+"""Policy loss invariants: on-policy ratio 1, level equivalences, exact clipping (symmetric and asymmetric),
+micro-batch invariance, agreement with a loop reference that takes each unit's ratio as a real geometric
+mean, and the decoupled-PPO form (ratio against the proximal policy, behaviour weight from a correction)."""
 
 import math
 
@@ -8,7 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.objectives.policy_gradient import PolicyLossConfig, group_advantages, policy_loss, segment_mean
+from training.objectives.mismatch import MismatchConfig, mismatch_correction
+from training.objectives.policy_gradient import (
+    PolicyLossConfig,
+    decoupled_policy_loss,
+    group_advantages,
+    policy_loss,
+    segment_mean,
+)
 
 B, T = 4, 24
 
@@ -47,9 +55,9 @@ def level_units(level, units, mask):
     return units
 
 
-def loss_and_grad(logp, *args, **kwargs):
+def loss_and_grad(logp, *args, fn=policy_loss, **kwargs):
     logp = logp.detach().clone().requires_grad_()
-    loss, stats = policy_loss(logp, *args, **kwargs)
+    loss, stats = fn(logp, *args, **kwargs)
     (grad,) = torch.autograd.grad(loss, logp)
     return loss.detach(), grad, stats
 
@@ -235,3 +243,88 @@ def test_group_advantages():
     assert group_advantages(torch.tensor([0.7])).item() == 0.0
     with pytest.raises(ValueError):
         group_advantages(torch.tensor(1.0))
+
+
+def test_asymmetric_band_clips_each_side_at_its_own_epsilon():
+    # Clip-higher (DAPO): the band is [1 - 0.2, 1 + 0.28]; ratios just inside either edge are not clipped.
+    cfg = PolicyLossConfig(level="token", eps_low=0.2, eps_high=0.28)
+    ratios = torch.tensor([[0.79, 0.81, 1.27, 1.29]])
+    logp_old = torch.full((1, 4), -1.0)
+    _, grad_pos, stats = loss_and_grad(logp_old + ratios.log(), logp_old, torch.ones(1), torch.ones(1, 4), None, cfg)
+    _, grad_neg, _ = loss_and_grad(logp_old + ratios.log(), logp_old, -torch.ones(1), torch.ones(1, 4), None, cfg)
+    assert stats["clip_fraction"] == pytest.approx(0.5)
+    assert grad_pos[0].ne(0).tolist() == [True, True, True, False]  # A > 0: only above 1.28 is clipped
+    assert grad_neg[0].ne(0).tolist() == [False, True, True, True]  # A < 0: only below 0.8 is clipped
+
+
+def make_three_policies(seed, drift=0.05, mismatch=0.05):
+    """Current (with grad), proximal and behaviour log-probs for ``make_batch``'s rows."""
+    logp, logp_prox, adv, mask, units = make_batch(seed, scale=drift)
+    g = torch.Generator().manual_seed(seed + 100)
+    logp_behav = logp_prox + mismatch * torch.randn(logp_prox.shape, generator=g)
+    return logp, logp_prox, logp_behav, adv, mask, units
+
+
+@pytest.mark.parametrize("level", ["token", "sentence", "sequence"])
+def test_decoupled_first_update_has_ratio_one_and_the_behaviour_weight(level):
+    # First update after sampling: current == proximal, so r = 1 whatever the behaviour policy was; the
+    # gradient is the plain policy gradient scaled by w_behav = min(pi_prox / pi_behav, C) per token.
+    _, logp_prox, logp_behav, adv, mask, units = make_three_policies(7, mismatch=0.3)
+    cfg, tis = PolicyLossConfig(level=level), MismatchConfig(method="tis", tis_cap=1.5)
+    current = logp_prox.clone().requires_grad_()
+    loss, stats = decoupled_policy_loss(current, logp_prox, logp_behav, adv, mask, units, cfg, tis)
+    (grad,) = torch.autograd.grad(loss, current)
+    assert stats["ratio_mean"] == 1.0 and stats["ratio_max"] == 1.0 and stats["clip_fraction"] == 0.0
+    w = torch.where(mask, (logp_prox - logp_behav).exp().clamp(max=1.5), 0.0)
+    torch.testing.assert_close(grad, -adv[:, None] * w / mask.sum(), rtol=1e-5, atol=1e-9)
+    assert stats["behav/truncated_fraction"] > 0 and stats["behav/logp_abs_diff"] > 0
+
+
+@pytest.mark.parametrize("method", ["none", "tis", "icepop", "kpop", "mis"])
+def test_decoupled_equals_the_loss_with_its_weight_and_clips_against_the_proximal_policy(method):
+    logp, logp_prox, logp_behav, adv, mask, units = make_three_policies(8)
+    cfg, correction = PolicyLossConfig(level="sentence"), MismatchConfig(method=method, kpop_phi=1e-4)
+    weight, _ = mismatch_correction(logp_prox, logp_behav, mask, correction)
+    decoupled = loss_and_grad(logp, logp_prox, logp_behav, adv, mask, units, cfg, correction, fn=decoupled_policy_loss)
+    weighted = loss_and_grad(logp, logp_prox, adv, mask, units, cfg, mismatch_weight_BT=weight)
+    torch.testing.assert_close(decoupled[0], weighted[0], rtol=0, atol=0)
+    torch.testing.assert_close(decoupled[1], weighted[1], rtol=0, atol=0)
+    # The ratio is pi / pi_prox: its statistics do not depend on the behaviour policy.
+    other_behav = logp_prox + 0.5
+    other = loss_and_grad(logp, logp_prox, other_behav, adv, mask, units, cfg, correction, fn=decoupled_policy_loss)
+    for key in ("ratio_mean", "ratio_max", "clip_fraction", "approx_kl"):
+        assert other[2][key] == decoupled[2][key], key
+
+
+@pytest.mark.parametrize("level", ["token", "sentence", "sequence"])
+@pytest.mark.parametrize("method", ["kpop", "mis"])
+def test_decoupled_micro_batches_with_global_denominator_sum_to_the_full_batch(level, method):
+    logp, logp_prox, logp_behav, adv, mask, units = make_three_policies(9, mismatch=0.2)
+    cfg, correction = PolicyLossConfig(level=level), MismatchConfig(method=method, kpop_phi=1e-3)
+    full = loss_and_grad(logp, logp_prox, logp_behav, adv, mask, units, cfg, correction, fn=decoupled_policy_loss)
+    assert 0 < full[2]["behav/masked_fraction"] < 1  # the split covers masked and kept tokens
+    halves = [slice(0, 1), slice(1, B)]
+    parts = [
+        loss_and_grad(
+            logp[rows], logp_prox[rows], logp_behav[rows], adv[rows], mask[rows], units[rows], cfg, correction,
+            fn=decoupled_policy_loss, num_tokens=mask.sum(),
+        )
+        for rows in halves
+    ]  # fmt: skip
+    torch.testing.assert_close(parts[0][0] + parts[1][0], full[0], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(torch.cat([parts[0][1], parts[1][1]]), full[1], rtol=1e-6, atol=1e-9)
+
+
+def test_decoupled_extra_weight_multiplies_and_shapes_are_checked():
+    logp, logp_prox, logp_behav, adv, mask, units = make_three_policies(10)
+    cfg, correction = PolicyLossConfig(), MismatchConfig(method="none")
+    keep = (torch.rand(B, T, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    plain = loss_and_grad(logp, logp_prox, logp_behav, adv, mask, units, cfg, correction, fn=decoupled_policy_loss)
+    masked = loss_and_grad(
+        logp, logp_prox, logp_behav, adv, mask, units, cfg, correction, fn=decoupled_policy_loss, extra_weight_BT=keep
+    )
+    torch.testing.assert_close(masked[1], plain[1] * keep, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="logp_behav"):
+        decoupled_policy_loss(logp, logp_prox, logp_behav[:, :-1], adv, mask, units, cfg, correction)
+    with pytest.raises(ValueError, match="extra_weight"):
+        decoupled_policy_loss(logp, logp_prox, logp_behav, adv, mask, units, cfg, correction, extra_weight_BT=keep[:1])

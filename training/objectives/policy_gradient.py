@@ -11,8 +11,18 @@ The three levels differ only in which tokens share an importance ratio (METHODS 
 A token unit gives GRPO's per-token ratio, one unit per response gives GSPO-token (same gradient as
 GSPO's sequence ratio when unclipped), sentences give LPO. N is the number of model tokens in the
 *global* batch and stays fixed when tokens are masked or weighted, so micro-batches summed equal the
-full batch. ``w`` is an optional training-inference mismatch weight or mask (IcePop / KPop, METHODS §4),
-treated as a constant.
+full batch. ``w`` is an optional training-inference mismatch weight or mask (IcePop / KPop / TIS / MIS,
+``training.objectives.mismatch``), treated as a constant. ``eps_low != eps_high`` gives an asymmetric band
+(DAPO's clip-higher).
+
+Decoupled PPO (AReaL, METHODS §4.3) names three policies: the current π_θ (gradient), the proximal π_prox
+(the trainer's recompute at the weights before this update) and the behaviour π_behav (the rollout engine's
+log-probs at the version that sampled each token). The ratio is taken against π_prox and clipped there; the
+behaviour-to-proximal importance weight w_behav = correct(π_prox / π_behav) takes the place of ``w``:
+
+    L = -1/N * sum_{b,t} mask * w_behav * min( r~_t A_b, clip(r~_t, 1 - eps_low, 1 + eps_high) A_b ),  r vs π_prox
+
+so rollouts sampled by an older version train with a trust region around the current weights.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Literal
 import torch
 
 from configs.base import config
+from training.objectives.mismatch import MismatchConfig, mismatch_correction
 
 Level = Literal["token", "sentence", "sequence"]
 
@@ -187,4 +198,46 @@ def policy_loss(
         "num_units": present.sum(),
         "num_tokens": mask_f_BT.sum(),
     }
+    return loss, stats
+
+
+def decoupled_policy_loss(
+    logp_BT: torch.Tensor,
+    logp_prox_BT: torch.Tensor,
+    logp_behav_BT: torch.Tensor,
+    advantages_B: torch.Tensor,
+    mask_BT: torch.Tensor,
+    unit_ids_BT: torch.Tensor | None,
+    cfg: PolicyLossConfig,
+    correction: MismatchConfig,
+    *,
+    num_tokens: int | torch.Tensor | None = None,
+    extra_weight_BT: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Decoupled PPO (module docstring): current ``logp`` (gradient), proximal ``logp_prox``, behaviour
+    ``logp_behav``; w_behav = ``mismatch_correction(logp_prox, logp_behav, mask, correction)``.
+
+    ``correction`` chooses how the behaviour weight is bounded: TIS truncates it, IcePop / KPop / MIS mask
+    outliers (AReaL's ``behav_imp_weight_cap`` is IcePop with ``icepop_low=0``). When π_prox is the
+    trainer at the behaviour weights (no staleness) this is exactly the mismatch correction of METHODS §4;
+    with stale rollouts the weight also carries the policy's drift since sampling. ``extra_weight_BT``
+    multiplies in (e.g. a KPop mask computed at the behaviour weights). Statistics of the behaviour weight
+    come back under ``behav/``.
+    """
+    _check_same_shape("logp", logp_BT, logp_prox=logp_prox_BT, logp_behav=logp_behav_BT)
+    weight_BT, behav_stats = mismatch_correction(logp_prox_BT, logp_behav_BT, mask_BT, correction)
+    if extra_weight_BT is not None:
+        _check_same_shape("logp", logp_BT, extra_weight=extra_weight_BT)
+        weight_BT = weight_BT * extra_weight_BT.float().detach()
+    loss, stats = policy_loss(
+        logp_BT,
+        logp_prox_BT,
+        advantages_B,
+        mask_BT,
+        unit_ids_BT,
+        cfg,
+        num_tokens=num_tokens,
+        mismatch_weight_BT=weight_BT,
+    )
+    stats.update({f"behav/{name}": value for name, value in behav_stats.items()})
     return loss, stats
