@@ -23,9 +23,9 @@ def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_docume
     config_json = resolve_config(profile=profile, overrides=overrides)
     run_id = open_pipeline_run(config_json=config_json)
     curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
-    base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.curated)
-    hybrid = migrate(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=base.base)
-    instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.curated, base=hybrid.migrated)
+    base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.out)
+    hybrid = migrate(config_json=config_json, parent_run_id=run_id, curated=curated.out, base=base.out)
+    instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.out, base=hybrid.out)
     return close_pipeline_run(
         config_json=config_json,
         parent_run_id=run_id,

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from lineage import plots
+from tasks.stage import StageContext, StageResult
 
 TABLE_FILES = {
     "pretrain_documents": "pretrain_documents.parquet",
@@ -74,3 +75,23 @@ def _length_plot(out_dir: Path) -> Any:
     docs = pd.read_parquet(out_dir / "pretrain_documents.parquet", columns=["source", "n_chars"])
     groups = {src: g["n_chars"].tolist() for src, g in docs.groupby("source")}
     return plots.histogram(groups, title="Pre-training document length by source", xlabel="characters", log_x=True)
+
+
+def run_recorded(ctx: StageContext) -> StageResult:
+    """The curation stage inside its MLflow run: curate, then record inputs, outputs and contract counts."""
+    from tasks.curate.stage import run_curation
+
+    extra = ctx.options.get("extra_documents") or None
+    on_bad_rows = ctx.options.get("on_bad_rows") or "quarantine"
+    report = run_curation(ctx.cfg, ctx.out_dir, extra_documents=extra, on_bad_rows=on_bad_rows)
+    deck = record_curation(ctx.run, report, ctx.out_dir, extra_documents=extra)
+    quarantined = sum(t["rows_quarantined"] for t in report["tables"].values())
+    return StageResult(
+        summary_metrics={
+            "tokens_train": report["tokens"]["train"],
+            "sft_examples": report["sft_examples"],
+            "rows_quarantined": quarantined,
+        },
+        deck_html=deck,
+        message=f"{report['tokens']['train']} training tokens, {quarantined} rows quarantined",
+    )

@@ -12,6 +12,7 @@ import pandas as pd
 
 from lineage import plots
 from tasks.migrate.phases import PHASES
+from tasks.stage import StageContext, StageResult
 
 History = Mapping[str, list[tuple[int, dict[str, float]]]]
 
@@ -92,15 +93,15 @@ def record_migrate(
     return "\n".join(deck)
 
 
-def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
-    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.migrate`` share):
-    per-step metrics as they come, then plots and tables, and the parity verdict as a tag. A failed gate is
-    recorded, then re-raised. Returns (metrics, Deck HTML)."""
+def run_recorded(ctx: StageContext) -> StageResult:
+    """The stage inside its MLflow run: per-step metrics as they come, then plots and tables, and the parity
+    verdict as a tag. A failed gate is recorded, then raised as the stage's refusal."""
+    from evals.parity_gate import ParityGateFailed
     from lineage.paths import state_dir
-    from tasks.migrate.gate import ParityGateFailed
     from tasks.migrate.stage import run_migrate
 
     history: History = {}
+    run, cfg, curated, base, out_dir = ctx.run, ctx.cfg, ctx.inputs["curate"], ctx.inputs["pretrain"], ctx.out_dir
 
     def on_log(name, step, metrics):
         history.setdefault(name, []).append((step, dict(metrics)))
@@ -114,4 +115,11 @@ def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[di
         record_migrate(run, err.metrics, curated, base, out_dir, history)
         raise
     run.set_tags({"parity_gate": "passed"})
-    return metrics, record_migrate(run, metrics, curated, base, out_dir, history)
+    deck = record_migrate(run, metrics, curated, base, out_dir, history)
+    summary = {k: metrics[k] for k in ("heldout_loss", "base_heldout_loss", "kl_vs_base")}
+    summary.update({f"accuracy_{r['family']}": r["accuracy"] for r in metrics["eval"]})
+    message = (
+        f"held-out loss {metrics['heldout_loss']:.3f} (base {metrics['base_heldout_loss']:.3f}), "
+        f"KL vs base {metrics['kl_vs_base']:.4f}"
+    )
+    return StageResult(summary_metrics=summary, deck_html=deck, message=message)

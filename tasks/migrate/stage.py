@@ -34,7 +34,7 @@ import torch
 
 from configs import PipelineConfig, config_hash
 from configs.migrate import MigrateConfig
-from tasks.migrate.gate import ParityGateFailed, parity_verdict
+from evals.parity_gate import ParityGateFailed, parity_verdict
 from tasks.migrate.phases import Measurements, calibration_windows, heldout_windows, on_device, train_phase
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 
 from lineage import plots
+from tasks.stage import StageContext, StageResult
 
 
 def record_post_train(
@@ -103,13 +104,13 @@ def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
-    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.post_train`` share):
-    each phase's per-step metrics and evaluation into its own nested run as they come (the base evaluation
-    into the stage's run), then plots and tables. Returns (metrics, Deck HTML)."""
+def run_recorded(ctx: StageContext) -> StageResult:
+    """The stage inside its MLflow run: each phase's per-step metrics and evaluation into its own nested run
+    as they come (the base evaluation into the stage's run), then plots and tables."""
     from lineage.runs import ChildRuns
     from tasks.post_train.stage import PHASES, run_post_train
 
+    run, curated, base, out_dir = ctx.run, ctx.inputs["curate"], ctx.inputs["migrate"], ctx.out_dir
     trained_phases = PHASES[1:]  # the base is evaluated, not trained: its evaluation is the stage's
     history: dict[str, list] = {}
     phases = ChildRuns(run.run_id, tag="ling26.phase")
@@ -125,9 +126,14 @@ def run_recorded(run, cfg, curated: Path, base: Path, out_dir: Path) -> tuple[di
             run.log_metrics(metrics, step=step)
 
     try:
-        metrics = run_post_train(cfg, curated, base, out_dir, on_log=on_log)
+        metrics = run_post_train(ctx.cfg, curated, base, out_dir, on_log=on_log)
     except BaseException:
         phases.close("FAILED")
         raise
     phases.close("FINISHED")
-    return metrics, record_post_train(run, metrics, curated, base, out_dir, history, phases.run_ids)
+    deck = record_post_train(run, metrics, curated, base, out_dir, history, phases.run_ids)
+    final = metrics["final_phase"]
+    prefix = f"eval.{final}.all."
+    summary = {k.removeprefix(f"eval.{final}."): v for k, v in metrics.items() if k.startswith(prefix)}
+    accuracy = metrics.get(f"{prefix}accuracy", float("nan"))
+    return StageResult(summary_metrics=summary, deck_html=deck, message=f"{final} accuracy {accuracy:.3f}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from lineage import plots
+from tasks.stage import StageContext, StageResult
 
 
 def record_pretrain(
@@ -66,16 +68,30 @@ def record_pretrain(
     return "\n".join(deck)
 
 
-def run_recorded(run, cfg, curated: Path, out_dir: Path) -> tuple[dict[str, Any], str]:
-    """The stage inside its MLflow run ``run`` (what the Flyte task and ``python -m tasks.pretrain`` share):
-    per-step metrics as they come, then plots and tables. Returns (metrics, Deck HTML)."""
+def run_recorded(ctx: StageContext) -> StageResult:
+    """The stage inside its MLflow run: per-step metrics as they come, then plots and tables."""
     from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
 
     history: list[tuple[int, dict[str, float]]] = []
 
     def on_log(step, metrics):
         history.append((step, dict(metrics)))
-        run.log_metrics(metrics, step=step)
+        ctx.run.log_metrics(metrics, step=step)
 
-    metrics = run_pretrain(cfg, curated, out_dir, checkpoint_root=pretrain_checkpoint_root(), on_log=on_log)
-    return metrics, record_pretrain(run, metrics, curated, out_dir, history)
+    curated = ctx.inputs["curate"]
+    metrics = run_pretrain(ctx.cfg, curated, ctx.out_dir, checkpoint_root=pretrain_checkpoint_root(), on_log=on_log)
+    deck = record_pretrain(ctx.run, metrics, curated, ctx.out_dir, history)
+    summary = {k: metrics[k] for k in ("heldout_loss", "unigram_heldout_loss")}
+    summary.update({f"accuracy_{r['family']}": r["accuracy"] for r in metrics["eval"]})
+    message = f"held-out loss {metrics['heldout_loss']:.3f} (unigram {metrics['unigram_heldout_loss']:.3f})"
+    return StageResult(summary_metrics=summary, deck_html=deck, message=message)
+
+
+def train_beside_rank0(cfg: Any, inputs: Mapping[str, Path]) -> None:
+    """A rank > 0: train in lockstep with rank 0 (its collectives need every rank), touch nothing else.
+    An imported base is not trained: rank 0 alone evaluates and exports it."""
+    from lineage.paths import stage_dir
+    from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
+
+    if not cfg.pretrain.base_checkpoint:
+        run_pretrain(cfg, inputs["curate"], stage_dir("pretrain"), checkpoint_root=pretrain_checkpoint_root())

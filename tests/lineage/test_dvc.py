@@ -19,7 +19,7 @@ def repo(tmp_path):
     sh(sys.executable, "-m", "dvc", "init", "-q", cwd=root)
     sh(sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=root)
     (root / "dvc.yaml").write_text(
-        "stages:\n  curate:\n    cmd: python -m tasks.curate\n    outs:\n      - data/curate\n"
+        "stages:\n  curate:\n    cmd: python -m tasks curate\n    outs:\n      - data/curate\n"
     )
     return root
 
@@ -53,7 +53,7 @@ def test_project_dvc_yaml_mirrors_the_workflow_stages():
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     assert tuple(stages) == STAGES
     for name, stage in stages.items():
-        assert stage["cmd"] == f"python -m tasks.{name}"
+        assert stage["cmd"] == f"python -m tasks {name}"
         assert stage["outs"] == [f"data/{name}"]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from configs.base import ConfigError, from_dict, to_dict
 from configs.migrate import MigrateConfig, MigratePhaseConfig
-from tasks.migrate.gate import ParityGateFailed, parity_verdict
+from evals.parity_gate import ParityGateFailed, parity_verdict
 from tasks.migrate.phases import PHASES
 
 

@@ -66,8 +66,10 @@ def test_record_of_a_failed_gate(passed_run, world, tmp_path):
 def test_flyte_task_signature():
     import inspect
 
-    from tasks.migrate.task import MigrateOutputs, migrate
+    from tasks.migrate.task import STAGE, migrate
+    from tasks.stage import StageOutputs
 
     params = inspect.signature(migrate.task_function).parameters
     assert list(params) == ["config_json", "parent_run_id", "curated", "base"]
-    assert MigrateOutputs._fields == ("migrated", "report_json")
+    assert inspect.signature(migrate.task_function).return_annotation in (StageOutputs, "StageOutputs")
+    assert STAGE.inputs == ("curate", "pretrain")

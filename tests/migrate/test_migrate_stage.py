@@ -14,7 +14,7 @@ from evals.harness import heldout_loss as harness_heldout_loss
 from model import load_hf, load_hybrid_hf
 from model.migration import freeze_for_linear_warmup, fuse_qk_norm, gqa_to_hybrid, heldout_loss
 from tasks.curate.shards import read_shards
-from tasks.migrate.gate import ParityGateFailed
+from evals.parity_gate import ParityGateFailed
 from tasks.migrate.phases import CONVERSIONS, PHASES, POINTS, heldout_windows, train_phase
 from tasks.migrate.stage import run_migrate
 from training.checkpoint import list_checkpoints

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     result = {
         "task_type": pretrain.task_type,
         "task_config": type(pretrain.task_config).__name__,
-        "base": outputs.base.path,
+        "base": outputs.out.path,
         "report": json.loads(outputs.report_json),
     }
     Path(out_json).write_text(json.dumps(result))

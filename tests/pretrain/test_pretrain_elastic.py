@@ -137,7 +137,7 @@ def test_rank_0_alone_wrote_lineage(elastic_run):
 def test_launched_workers_end_by_leaving_the_process_group(monkeypatch, world_size, leaves):
     """Under a launcher every rank ends with destroy_process_group(); a plain process keeps its world of one."""
     import training.launch
-    from tasks.pretrain.task import _leave_launched_world
+    from tasks.stage import _leave_launched_world
 
     calls = []
     monkeypatch.setattr(training.launch, "leave_process_group", lambda: calls.append(world_size))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lineage.refusal import StageRefused
 
-class ParityGateFailed(RuntimeError):
+
+class ParityGateFailed(StageRefused):
     """The migrated model's held-out loss missed the base's by more than the margin. ``verdict`` holds the
     numbers, ``metrics`` everything the stage measured up to the gate."""
 
