@@ -1,0 +1,175 @@
+"""Publishing tests: a tiny exported checkpoint, a complete lineage, an MLflow store per test, and a Hugging Face
+client that talks the legacy LFS protocol to the fake Hub with its cache and token files under tmp.
+
+``huggingface_hub`` reads ``HF_HUB_DISABLE_XET`` and its paths once, at import; another test module may have
+imported it first, so the fixture also sets the module constants the client reads at call time.
+"""
+
+import os
+
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from configs.model import tiny_model
+from corpus.tokenizer import save_tokenizer, train_tokenizer
+from model.export_hybrid import export_checkpoint
+from model.hybrid import HybridForCausalLM
+from model.ling2 import Ling2ForCausalLM
+from publishing import (
+    ContractTable,
+    EvalGate,
+    EvalMetric,
+    PublishConfig,
+    ReleaseLineage,
+    StageRecord,
+    SuiteResult,
+)
+
+torch.set_num_threads(1)
+
+# The tiny model holds ~7 MB of fp32 tensors: 2 MB shards make a sharded folder of it.
+SHARD_BYTES = 2_000_000
+STAGES = ("curate", "pretrain", "migrate", "post_train")
+
+
+@pytest.fixture(autouse=True)
+def isolated_clients(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    for name, path in (
+        ("HF_HOME", home),
+        ("HF_HUB_CACHE", home / "hub"),
+        ("HF_TOKEN_PATH", home / "token"),
+        ("HF_STORED_TOKENS_PATH", home / "stored_tokens"),
+    ):
+        monkeypatch.setattr(constants, name, str(path))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # mlflow.set_tracking_uri (lineage.runs.configure calls it) exports MLFLOW_TRACKING_URI, which
+    # lineage.paths.tracking_uri prefers over a configured URI: without this the next test writes to this one's store.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+def write_checkpoint(model, folder: Path) -> Path:
+    """A checkpoint folder as the training stages leave it: the official layout plus the tokenizer files."""
+    export_checkpoint(model.eval(), folder)
+    texts = ["def add(a, b):\n    return a + b\n", "12 + 30 = 42", "the quick brown fox"] * 20
+    save_tokenizer(train_tokenizer(texts, vocab_size=300), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return write_checkpoint(Ling2ForCausalLM(tiny_model()), tmp_path_factory.mktemp("base") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def hybrid_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = HybridForCausalLM(dataclasses.replace(tiny_model(), initializer_range=0.08))
+    return write_checkpoint(model, tmp_path_factory.mktemp("hybrid") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its schema migrated (seconds of work), copied by each test that needs one."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, empty_mlflow_db) -> str:
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def publish_run(tracking_uri, tmp_path) -> str:
+    """The publishing stage's own MLflow run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.create_experiment("publish", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    return client.create_run(experiment, run_name="publish").info.run_id
+
+
+def make_lineage(tracking_uri: str, **overrides) -> ReleaseLineage:
+    stages = tuple(
+        StageRecord(
+            stage=stage,
+            run_id=f"{stage}-run-{i:02d}" + "0" * 20,
+            git_sha="a" * 40,
+            git_dirty=False,
+            flyte_execution_id="ling26:development:f0123",
+            outputs={f"data/{stage}": f"{i:x}" * 32 + ".dir"},
+            gates={"parity_gate": "passed"} if stage == "migrate" else {},
+        )
+        for i, stage in enumerate(STAGES, start=1)
+    )
+    values = dict(
+        tracking_uri=tracking_uri,
+        parent_run_id="parent" + "0" * 26,
+        git_sha="a" * 40,
+        git_dirty=False,
+        flyte_execution_id="ling26:development:f0123",
+        stages=stages,
+        eval_gate=EvalGate(
+            passed=True,
+            metrics=(
+                EvalMetric(task="math", metric="accuracy", value=0.625, dataset="ling26/eval"),
+                EvalMetric(task="math", metric="mean_tokens_correct", value=17.5, dataset="ling26/eval"),
+                EvalMetric(task="code", metric="accuracy", value=0.25, dataset="ling26/eval"),
+            ),
+            run_id="eval-run",
+        ),
+        contracts=(
+            ContractTable(
+                stage="curate",
+                table="sft",
+                rows_in=120,
+                rows_kept=117,
+                rows_quarantined=3,
+                quarantined_by_rule={"response_too_long": 2, "bad_family": 1},
+            ),
+            ContractTable(stage="post_train", table="pairs", rows_in=40, rows_kept=40, rows_quarantined=0),
+        ),
+        suites=(SuiteResult(stage="curate", suite="ling26.sft", success=True, evaluated=9),),
+        decontamination={"ngram": 8, "eval_content_ngrams": 1234, "template_ngrams_ignored": 56},
+        mismatch={"mean_abs_logprob_gap": 1.5e-5},
+    )
+    values.update(overrides)
+    return ReleaseLineage(**values)
+
+
+@pytest.fixture
+def make_release_lineage(tracking_uri):
+    """A complete lineage in this test's MLflow store; keyword overrides replace fields."""
+    return lambda **overrides: make_lineage(tracking_uri, **overrides)
+
+
+@pytest.fixture
+def lineage(make_release_lineage) -> ReleaseLineage:
+    return make_release_lineage()
+
+
+@pytest.fixture
+def config(tmp_path) -> PublishConfig:
+    return PublishConfig(
+        repo_id="ling26-org/ling26-tiny",
+        max_shard_bytes=SHARD_BYTES,
+        dry_run_dir=str(tmp_path / "dry_run"),
+        base_model="inclusionAI/Ling-mini-2.0",
+    )
