@@ -1,9 +1,11 @@
 """Training objectives as pure functions ``(inputs, named policies, mask, cfg) -> (loss, stats)``, and the
 data-side pieces they need: SFT packing, the token/sentence/sequence policy loss (GRPO / LPO / GSPO),
-LPO's sentence units, Evo-CoT rewards, shortest-correct distillation and bidirectional preference pairs.
+LPO's sentence units, Evo-CoT rewards, shortest-correct distillation, specialist distillation (top-k
+forward KL, on-policy reverse KL) and bidirectional preference pairs.
 """
 
 from training.objectives.distill import select_shortest_correct
+from training.objectives.distill_kl import on_policy_reverse_kl, topk_forward_kl
 from training.objectives.policy_gradient import (
     PolicyLossConfig,
     group_advantages,
@@ -37,6 +39,7 @@ __all__ = [
     "evo_cot_rewards",
     "group_advantages",
     "length_reward",
+    "on_policy_reverse_kl",
     "pack_examples",
     "policy_loss",
     "preference_loss",
@@ -47,4 +50,5 @@ __all__ = [
     "select_shortest_correct",
     "sentence_unit_ids",
     "sft_loss",
+    "topk_forward_kl",
 ]
