@@ -17,6 +17,7 @@ from configs.base import (
     schema_fingerprint,
 )
 from configs.data import CurateConfig, EnvironmentsConfig
+from configs.distill import DistillConfig
 from configs.migrate import MigrateConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
 from configs.training import PostTrainConfig, PretrainConfig
@@ -41,6 +42,7 @@ class PipelineConfig:
     pretrain: PretrainConfig = PretrainConfig()
     migrate: MigrateConfig = MigrateConfig()
     post_train: PostTrainConfig = PostTrainConfig()
+    distill: DistillConfig = DistillConfig()
     lineage: LineageConfig = LineageConfig()
 
     def __post_init__(self) -> None:
