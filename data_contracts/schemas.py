@@ -33,6 +33,10 @@ QUARANTINE_RULES = [
     "chosen_equals_rejected",
     "length_out_of_bounds",
     "reward_margin_not_positive",
+    "top_k_mismatch",
+    "shape_mismatch",
+    "non_finite_logprob",
+    "invalid_topk",
 ]
 
 
