@@ -20,6 +20,7 @@ from configs.data import CurateConfig, EnvironmentsConfig
 from configs.distill import DistillConfig
 from configs.migrate import MigrateConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
+from configs.rl import KPopRLConfig, scale_kpop_rl
 from configs.training import PostTrainConfig, PretrainConfig
 
 
@@ -42,6 +43,7 @@ class PipelineConfig:
     pretrain: PretrainConfig = PretrainConfig()
     migrate: MigrateConfig = MigrateConfig()
     post_train: PostTrainConfig = PostTrainConfig()
+    kpop_rl: KPopRLConfig = KPopRLConfig()
     distill: DistillConfig = DistillConfig()
     lineage: LineageConfig = LineageConfig()
 
@@ -110,6 +112,7 @@ def _paper_scale(name: str, model: ModelConfig) -> PipelineConfig:
             minhash_bands=32,
             env_pretrain_prompts_per_family=1_000_000,
         ),
+        kpop_rl=scale_kpop_rl(),
         lineage=LineageConfig(registered_model=name.replace("_", "-")),
     )
 

@@ -37,6 +37,9 @@ QUARANTINE_RULES = [
     "shape_mismatch",
     "non_finite_logprob",
     "invalid_topk",
+    # RL rollout records (data_contracts.rollouts); shape_mismatch and non_finite_logprob apply there too
+    "version_not_monotone",
+    "reward_out_of_range",
 ]
 
 

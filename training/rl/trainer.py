@@ -79,6 +79,9 @@ class DecoupledPPOTrainer:
     """``updates_per_step`` decoupled-PPO updates per step on a plain torch model and optimizer.
 
     ``unit_ids_fn(batch)`` gives LPO's sentence ids ([B, T - 1]) when ``loss_cfg.level == "sentence"``.
+    ``token_sink(batch, logp_prox_BT)`` sees every step's batch with the trainer's log-probs at the weights
+    before the step: for tokens of the current version these are π_train at the behaviour weights, the
+    other half of the training-inference mismatch report.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class DecoupledPPOTrainer:
         updates_per_step: int = 1,
         unit_ids_fn: Callable[[RLBatch], torch.Tensor] | None = None,
         max_grad_norm: float | None = 1.0,
+        token_sink: Callable[[RLBatch, torch.Tensor], None] | None = None,
     ):
         if updates_per_step < 1:
             raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
@@ -105,6 +109,7 @@ class DecoupledPPOTrainer:
         self.updates_per_step = updates_per_step
         self.unit_ids_fn = unit_ids_fn
         self.max_grad_norm = max_grad_norm
+        self.token_sink = token_sink
 
     def _logps(self, batch: RLBatch) -> torch.Tensor:
         return token_logps(self.forward(batch.ids_BT, batch.attn_BT), batch.ids_BT)
@@ -114,6 +119,8 @@ class DecoupledPPOTrainer:
         units_BT = self.unit_ids_fn(batch) if self.unit_ids_fn is not None else None
         with torch.no_grad():
             logp_prox_BT = self._logps(batch)
+        if self.token_sink is not None:
+            self.token_sink(batch, logp_prox_BT)
         num_tokens = batch.target_BT.sum().clamp_min(1)
         out: dict[str, float] = {}
         for update in range(self.updates_per_step):

@@ -1,0 +1,1 @@
+"""KPop RL stage: ``task.STAGE`` declares it, ``report.run_recorded`` calls ``training.rl.run`` and records."""
