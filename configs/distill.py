@@ -30,7 +30,7 @@ class TeacherSamplingConfig:
 
     # Curation's prompt table the teachers answer (both are disjoint from the eval set).
     prompt_table: Literal["rl_prompts", "sft_prompts"] = "rl_prompts"
-    prompts_per_family: int = 12
+    prompts_per_family: int = 8
     samples_per_prompt: int = 2
     temperature: float = 0.7
     max_new_tokens: int = 64
