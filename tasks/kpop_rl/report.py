@@ -108,7 +108,8 @@ def run_recorded(ctx: StageContext) -> StageResult:
     mlflow.log_param("sandbox_isolation", isolation)
 
     def on_log(name: str, step: int, metrics: dict[str, float]) -> None:
-        run.log_metrics({k if name == "eval" else f"{name}.{k}": v for k, v in metrics.items()}, step=step)
+        # Per-update curves under "train." so they never share a key with the run's summary "rl." numbers.
+        run.log_metrics({k if name == "eval" else f"train.{k}": v for k, v in metrics.items()}, step=step)
 
     metrics = run_kpop_rl(ctx.cfg, curated, base, out_dir, on_log=on_log)
     deck = record(run, metrics, curated, base, out_dir)

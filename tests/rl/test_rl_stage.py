@@ -35,17 +35,21 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
-    from training.rl.run import run_kpop_rl
+    """The stage as the pipeline runs it (``tasks.stage.execute``: its MLflow run, its report), over the world."""
+    from lineage.paths import stage_dir
+    from tasks.kpop_rl.task import STAGE
+    from tasks.stage import execute
 
     cfg = pipeline_config(**SMALL)
     root = tmp_path_factory.mktemp("kpop_rl_world")
-    curated, post_train, out = root / "curate", root / "post_train", root / "kpop_rl"
+    curated, post_train = root / "curate", root / "post_train"
     curated.mkdir()
     post_train.mkdir()
     write_world(cfg, curated, post_train)
-    logged = []
-    metrics = run_kpop_rl(cfg, curated, post_train, out, on_log=lambda *entry: logged.append(entry))
-    return SimpleNamespace(cfg=cfg, out=out, metrics=metrics, logged=logged)
+    report, result = execute(STAGE, cfg, None, {"curate": curated, "post_train": post_train}, {})
+    out = stage_dir("kpop_rl")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return SimpleNamespace(cfg=cfg, out=out, metrics=metrics, report=report, result=result)
 
 
 def test_checkpoint_loads_and_holds_the_last_pushed_version(stage):
@@ -109,4 +113,30 @@ def test_metrics_are_flat_floats_with_before_and_after_per_family(stage):
         assert f"curriculum.{family}.probe_pass_rate" in flat
     assert set(summary["checkpoint"]) == {"before", "after"}
     assert stage.metrics["rl.steps"] == stage.cfg.kpop_rl.steps
-    assert [step for name, step, _ in stage.logged if name == "rl"] == list(range(1, stage.cfg.kpop_rl.steps + 1))
+
+
+def test_the_mlflow_run_holds_isolation_curves_and_plots(stage):
+    import mlflow
+
+    from environments.sandbox import sandbox_isolation
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(stage.report["mlflow_run_id"])
+    assert run.data.params["sandbox_isolation"] == sandbox_isolation(
+        allow_weak_isolation=stage.cfg.environments.sandbox_allow_weak_isolation
+    )
+    history = client.get_metric_history(run.info.run_id, "train.reward_mean")
+    assert sorted(m.step for m in history) == list(range(1, stage.cfg.kpop_rl.steps + 1))
+    assert run.data.metrics["contracts.rollouts.rows_in"] == stage.metrics["contracts"]["rollouts"]["rows_in"]
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("reward", "mismatch", "accuracy_by_family", "mismatch_histogram")}
+    assert "eval.after.all.accuracy" in stage.result.summary_metrics
+
+
+def test_a_resume_folder_of_another_run_is_wiped_and_one_of_this_run_kept(tmp_path):
+    from training.rl.run import _resume_dir
+
+    folder = _resume_dir(tmp_path, "key-a")
+    (folder / "checkpoints").mkdir()
+    assert (_resume_dir(tmp_path, "key-a") / "checkpoints").exists()  # same config and base: resume
+    assert not (_resume_dir(tmp_path, "key-b") / "checkpoints").exists()  # anything else: start afresh

@@ -202,7 +202,8 @@ def run_kpop_rl(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def log(name: str, step: int, metrics: Mapping[str, float]) -> None:
-        logger.info("%s %d %s", name, step, {k: round(v, 4) for k, v in metrics.items() if "." not in k})
+        shown = {k: round(v, 4) for k, v in metrics.items() if "." not in k or k.endswith(".all.accuracy")}
+        logger.info("%s %d %s", name, step, shown)
         if on_log is not None:
             on_log(name, step, metrics)
 
