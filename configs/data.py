@@ -20,6 +20,9 @@ class EnvironmentsConfig:
     responses_per_prompt: int = 4
     sandbox_timeout_s: float = 2.0
     sandbox_memory_mb: int = 256
+    # The code sandbox needs bubblewrap and user namespaces and refuses to run without them; true accepts
+    # weaker isolation there (rlimits and an audit hook only: enough for mistakes, not for hostile code).
+    sandbox_allow_weak_isolation: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.families) - set(ENVIRONMENT_FAMILIES))

@@ -6,7 +6,8 @@ one-line ``def f(...): ...`` (``;`` may join simple statements). It is judged by
 run in the sandbox, never by comparing text, so any function that behaves the same is correct.
 
 The sandbox only reports f's values (their ``repr``) on the test inputs; the expected values never
-enter the child process, so code that prints a fake "passed" line or exits early cannot pass.
+enter the child process, so code that prints a fake "passed" line or exits early cannot pass, and the
+sandbox's PID namespace hides the trainer, so they cannot be read out of its memory either.
 """
 
 from __future__ import annotations
@@ -81,11 +82,15 @@ def _parse_results(stdout: str, count: int) -> Results | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _run_tests(source: str, inputs: str, timeout_s: float, memory_mb: int) -> tuple[str | None, Results]:
+def _run_tests(
+    source: str, inputs: str, timeout_s: float, memory_mb: int, allow_weak_isolation: bool
+) -> tuple[str | None, Results]:
     """Run ``source`` on ``inputs`` (a list literal) in the sandbox: (problem, one (kind, text) per input).
     Cached because the short, step-by-step and verbose reference responses of a task share one function."""
     program = _HARNESS.format(source=source, inputs=inputs, marker=_RESULT_MARKER)
-    result = run_in_sandbox(program, timeout_s=timeout_s, memory_mb=memory_mb)
+    result = run_in_sandbox(
+        program, timeout_s=timeout_s, memory_mb=memory_mb, allow_weak_isolation=allow_weak_isolation
+    )
     if result.status != "ok":
         last_line = (result.stderr.strip().splitlines() or ["error"])[-1]
         return _SANDBOX_PROBLEMS.get(result.status, last_line[:200]), ()
@@ -123,7 +128,11 @@ class CodeEnvironment(Environment):
             return False, f"wrong type: not Python code ({getattr(err, 'msg', err)})"
         payload = json.loads(task.payload)
         problem, results = _run_tests(
-            answer, repr(payload["inputs"]), self.cfg.sandbox_timeout_s, self.cfg.sandbox_memory_mb
+            answer,
+            repr(payload["inputs"]),
+            self.cfg.sandbox_timeout_s,
+            self.cfg.sandbox_memory_mb,
+            self.cfg.sandbox_allow_weak_isolation,
         )
         if problem is not None:
             return False, f"tests not run: {problem}"
