@@ -46,7 +46,7 @@ def decay_table(model) -> list[dict]:
 
 def language_modelling(official, vllm, heldout_tokens, seq_lens: list[int], tokens: int) -> list[dict]:
     from model.migration import heldout_loss, logits_kl
-    from tasks.migrate.phases import heldout_windows
+    from training.migrate.phases import heldout_windows
 
     rows = []
     for seq_len in seq_lens:
@@ -64,12 +64,12 @@ def language_modelling(official, vllm, heldout_tokens, seq_lens: list[int], toke
 
 
 def greedy_eval(official, vllm, cfg, curated: Path, per_family: int) -> dict:
+    from corpus.tokenizer import EOS, PAD, load_tokenizer
     from environments import all_environments
     from evals.harness import evaluate_policy
+    from evals.tasks import eval_tasks
     from inference.native import NativeEngine
     from inference.sampling import SamplingParams
-    from tasks.curate.tokenizer import EOS, PAD, load_tokenizer
-    from tasks.pretrain.stage import eval_tasks
 
     tokenizer = load_tokenizer(curated / "tokenizer")
     envs = all_environments(cfg.environments)
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from configs import PipelineConfig, from_dict
+    from corpus.shards import read_shards
     from model import load_checkpoint, set_decay_rule
-    from tasks.curate.shards import read_shards
 
     curated = Path(args.curated)
     cfg = from_dict(PipelineConfig, json.loads((curated / "config.json").read_text()))

@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from corpus.tokenizer import PAD, load_tokenizer, save_tokenizer, train_tokenizer
     from inference.native import NativeEngine
     from inference.sampling import SamplingParams
     from inference.vllm_engine import VllmEngine
     from model import Ling2ForCausalLM, export_hf, load_hf
-    from tasks.curate.tokenizer import PAD, load_tokenizer, save_tokenizer, train_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="ling26-bench-gen-"))
     if args.checkpoint:

@@ -25,14 +25,14 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from configs import resolve
+    from corpus.tokenizer import load_tokenizer
     from environments import all_environments
+    from evals.tasks import eval_tasks, tasks_from_frame
     from lineage import plots
     from lineage.paths import stage_dir
     from model import load_checkpoint
-    from tasks.curate.tokenizer import load_tokenizer
-    from tasks.post_train.common import evaluate
-    from tasks.post_train.phases import rl_phase, sft_phase, sft_rows
-    from tasks.pretrain.stage import eval_tasks, tasks_from_frame
+    from training.post_train.common import evaluate
+    from training.post_train.phases import rl_phase, sft_phase, sft_rows
 
     cfg = resolve("tiny_cpu")
     curated, start = stage_dir("curate"), stage_dir("migrate") / "checkpoint"

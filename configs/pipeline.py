@@ -18,8 +18,10 @@ from configs.base import (
 )
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.distill import DistillConfig
+from configs.evaluation import EvaluateConfig, scale_evaluate
 from configs.migrate import MigrateConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
+from configs.publish import PublishConfig
 from configs.rl import KPopRLConfig, scale_kpop_rl
 from configs.training import PostTrainConfig, PretrainConfig
 
@@ -29,6 +31,7 @@ class LineageConfig:
     experiment: str = "ling26-pipeline"
     # None => the embedded store under the repo (sqlite + artifact folder in .ling26/); MLFLOW_TRACKING_URI wins.
     tracking_uri: str | None = None
+    # The MLflow Model Registry name the publish stage registers each release under.
     registered_model: str = "ling26-tiny"
     dvc: bool = True
 
@@ -45,6 +48,8 @@ class PipelineConfig:
     post_train: PostTrainConfig = PostTrainConfig()
     kpop_rl: KPopRLConfig = KPopRLConfig()
     distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    publish: PublishConfig = PublishConfig()
     lineage: LineageConfig = LineageConfig()
 
     def __post_init__(self) -> None:
@@ -86,6 +91,7 @@ def small_gpu() -> PipelineConfig:
             shard_tokens=16_777_216,
             env_pretrain_prompts_per_family=50000,
         ),
+        publish=PublishConfig(repo_id="ling26/ling26-small"),
         lineage=LineageConfig(registered_model="ling26-small"),
     )
 
@@ -113,6 +119,8 @@ def _paper_scale(name: str, model: ModelConfig) -> PipelineConfig:
             env_pretrain_prompts_per_family=1_000_000,
         ),
         kpop_rl=scale_kpop_rl(),
+        evaluate=scale_evaluate(),
+        publish=PublishConfig(repo_id=f"ling26/{name.replace('_', '-')}"),
         lineage=LineageConfig(registered_model=name.replace("_", "-")),
     )
 

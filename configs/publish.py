@@ -1,4 +1,4 @@
-"""What a publish does and where it goes. The Hub token is deliberately not a field: it comes from ``HF_TOKEN``
+"""The publish stage's config (``publishing``): what a publish does and where it goes. The Hub token is deliberately not a field: it comes from ``HF_TOKEN``
 in the environment only (``publishing.hub.token_from_env``), so no config dump, MLflow param or card can hold it.
 """
 
@@ -28,7 +28,7 @@ class PublishConfig:
     tags: tuple[str, ...] = ("ling26", "bailing_moe", "moe", "hybrid-attention", "text-generation")
     base_model: str | None = None
     # Stages whose run, DVC outputs and git state the card must link; a release missing one is refused.
-    required_stages: tuple[str, ...] = ("curate", "pretrain", "migrate", "post_train")
+    required_stages: tuple[str, ...] = ("curate", "pretrain", "migrate", "post_train", "evaluate")
     # Stages whose DVC outputs are datasets (listed under the card's `datasets`); the others hold checkpoints.
     dataset_stages: tuple[str, ...] = ("curate",)
     # A release built from a dirty work tree is refused unless this is set; the card then says so.

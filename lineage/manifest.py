@@ -43,8 +43,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Files the pipeline itself rewrites while it runs (DVC's lock file and the ignore list it keeps beside the
+# outputs): a run's own lineage is not an edit to the code, so it does not make the tree dirty.
+LINEAGE_FILES = frozenset({"dvc.lock", "data/.gitignore"})
+
+
 def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit sha and whether the work tree differs from it (untracked files count as dirty)."""
+    """Commit sha and whether the work tree differs from it: untracked files count as dirty, the pipeline's
+    own lineage files (``LINEAGE_FILES``) do not."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -56,7 +62,9 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
     except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
         return {"git_sha": "unknown", "git_dirty": True}
     status = git("status", "--porcelain", "--untracked-files=normal")
-    return {"git_sha": sha, "git_dirty": bool(status)}
+    # Porcelain v1: one or two status letters, then the path (renames: "old -> new").
+    changed = [line.split(maxsplit=1)[1].split(" -> ")[-1].strip('"') for line in status.splitlines() if line.strip()]
+    return {"git_sha": sha, "git_dirty": any(path not in LINEAGE_FILES for path in changed)}
 
 
 def device_description() -> str:

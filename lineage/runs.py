@@ -19,6 +19,10 @@ from lineage.paths import artifact_root, tracking_uri
 
 PIPELINE_TAG = "ling26.pipeline"
 STAGE_TAG = "ling26.stage"
+# The MLflow UI opens an experiment by its kind; without the tag MLflow 3 guesses, and guessed the GenAI view
+# (traces, prompts) for ours. Ours trains models.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def configure(experiment: str, configured_uri: str | None = None) -> str:
@@ -34,6 +38,8 @@ def configure(experiment: str, configured_uri: str | None = None) -> str:
     else:
         location = artifact_root() if uri.startswith("sqlite:") else None
         experiment_id = client.create_experiment(experiment, artifact_location=location)
+    if found is None or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -102,6 +108,11 @@ class StageRun:
         import mlflow
 
         mlflow.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         import mlflow
@@ -203,6 +214,11 @@ def stage_run(
 
     configure(experiment, configured_uri)
     manifest = build_manifest(config_hash=config_hash, seed=seed, stage=stage)
+    if parent_run_id:
+        # The code state is the pipeline's, recorded once when it started: a stage that ran later would
+        # otherwise see edits made meanwhile, or another stage's outputs, and report a different tree.
+        parent = mlflow.MlflowClient().get_run(parent_run_id).data.tags
+        manifest.update({key: parent[key] for key in ("git_sha", "git_dirty") if key in parent})
     tags = {
         STAGE_TAG: stage,
         "config_hash": config_hash,

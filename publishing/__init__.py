@@ -7,8 +7,8 @@ Hub metadata and the lineage), ``registry`` (MLflow version, tags, aliases), ``h
 dry run). ``collect`` reads a ``ReleaseLineage`` from the MLflow store the stages wrote.
 """
 
+from configs.publish import PublishConfig
 from publishing.collect import collect_lineage, eval_metrics_from_summary, stage_run_ids_from_reports
-from publishing.config import PublishConfig
 from publishing.gate import GateVerdict, PublishRefused, check_release, require_release
 from publishing.hf_folder import CheckpointError, HfFolder, build_hf_folder, weights_digest
 from publishing.hub import HubConfigError, HubResult

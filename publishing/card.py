@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from publishing.config import PublishConfig
+from configs.publish import PublishConfig
 from publishing.gate import GateVerdict
 from publishing.hf_folder import HfFolder
 from publishing.provenance import EvalMetric, ReleaseLineage

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from publishing.config import PublishConfig
+from configs.publish import PublishConfig
+from lineage.refusal import StageRefused
 from publishing.provenance import ReleaseLineage
 
 # What ``lineage.manifest.git_state`` records when it cannot ask git.
 UNKNOWN_SHA = "unknown"
 
 
-class PublishRefused(RuntimeError):
+class PublishRefused(StageRefused):
     """The gate refused a release; ``reasons`` lists every problem, each with what to do about it."""
 
     def __init__(self, reasons: tuple[str, ...]):

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from publishing.config import PublishConfig
+from configs.publish import PublishConfig
 
 HF_TOKEN_ENV = "HF_TOKEN"
 # The Hub creates this with every repository (its LFS rules); a release never deletes it.

@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from configs.publish import PublishConfig
 from publishing.card import render_card, write_card
-from publishing.config import PublishConfig
 from publishing.gate import GateVerdict, require_release
 from publishing.hf_folder import HfFolder, build_hf_folder
 from publishing.hub import HubResult, publish_folder, token_from_env

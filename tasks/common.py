@@ -18,23 +18,18 @@ log = logging.getLogger("ling26")
 
 
 def code_fingerprint(stage: str) -> str:
-    """Digest of the source files a stage depends on: the code deps ``dvc.yaml`` lists for it (DVC and
-    Flyte agree on what invalidates a stage), plus ``configs`` and this module."""
+    """Digest of the source files a stage runs (``lineage.code_deps.stage_code_files``: the import closure
+    of its task modules), plus ``configs`` (the schema) and this module."""
     import hashlib
 
-    import yaml
-
+    from lineage.code_deps import stage_code_files
     from lineage.paths import REPO_ROOT
 
-    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    deps = [d for d in stages[stage].get("deps", []) if not d.startswith("data/")]
+    files = {*stage_code_files(stage), *(REPO_ROOT / "configs").rglob("*.py"), Path(__file__).resolve()}
     digest = hashlib.sha256()
-    for dep in sorted({*deps, "configs", "tasks/common.py"}):
-        path = REPO_ROOT / dep
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(file.relative_to(REPO_ROOT).as_posix().encode())
-            digest.update(file.read_bytes())
+    for file in sorted(files):
+        digest.update(file.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -130,3 +125,14 @@ def output_dir(name: str) -> Path:
     path = stage_dir(name)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def record_sandbox_isolation(run: Any, cfg: PipelineConfig) -> str:
+    """Tag ``run`` with the code sandbox's isolation in force (``environments.sandbox``), for stages whose
+    verdicts come from running model-written code; raises ``SandboxUnavailable`` before any work when the
+    required isolation cannot run here."""
+    from environments.sandbox import sandbox_isolation
+
+    isolation = sandbox_isolation(allow_weak_isolation=cfg.environments.sandbox_allow_weak_isolation)
+    run.set_tags({"sandbox_isolation": isolation})
+    return isolation

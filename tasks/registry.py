@@ -7,7 +7,7 @@ import importlib
 
 from tasks.stage import Stage
 
-STAGE_NAMES = ("curate", "pretrain", "migrate", "post_train")
+STAGE_NAMES = ("curate", "pretrain", "migrate", "post_train", "evaluate", "publish")
 
 
 def stage(name: str) -> Stage:

@@ -100,6 +100,7 @@ def execute(
     """Run ``stage`` inside its MLflow run and version its outputs; returns (report, result).
 
     On a rank > 0 the worker body runs and there is neither report nor result: rank 0 alone records."""
+    from lineage.models import log_checkpoint_model
     from tasks.common import is_main_process, output_dir, version_outputs
     from tasks.common import stage as stage_run
 
@@ -117,10 +118,16 @@ def execute(
     with stage_run(stage.name, cfg, parent_run_id) as run:
         ctx = StageContext(cfg=cfg, run=run, out_dir=out_dir, inputs=dict(inputs), options=dict(options))
         result = stage.resolve(stage.body)(ctx)
+        # The Deck as an artifact too: a local Flyte run writes Decks to a temporary folder it never names.
+        run.log_text(result.deck_html, f"deck/{stage.name}.html")
+        hashes = version_outputs(stage.name, cfg, run)
+        log_checkpoint_model(
+            run.run_id, stage.name, out_dir / "checkpoint", dvc_hashes=hashes, metrics=result.summary_metrics
+        )
         report = {
             "stage": stage.name,
             "mlflow_run_id": run.run_id,
-            "dvc": version_outputs(stage.name, cfg, run),
+            "dvc": hashes,
             "summary_metrics": dict(result.summary_metrics),
         }
     return report, result

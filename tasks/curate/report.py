@@ -79,7 +79,10 @@ def _length_plot(out_dir: Path) -> Any:
 
 def run_recorded(ctx: StageContext) -> StageResult:
     """The curation stage inside its MLflow run: curate, then record inputs, outputs and contract counts."""
-    from tasks.curate.stage import run_curation
+    from corpus.curation import run_curation
+    from tasks.common import record_sandbox_isolation
+
+    record_sandbox_isolation(ctx.run, ctx.cfg)
 
     extra = ctx.options.get("extra_documents") or None
     on_bad_rows = ctx.options.get("on_bad_rows") or "quarantine"

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from lineage import plots
-from tasks.migrate.phases import PHASES
 from tasks.stage import StageContext, StageResult
+from training.migrate.phases import PHASES
 
 History = Mapping[str, list[tuple[int, dict[str, float]]]]
 
@@ -98,7 +98,7 @@ def run_recorded(ctx: StageContext) -> StageResult:
     verdict as a tag. A failed gate is recorded, then raised as the stage's refusal."""
     from evals.parity_gate import ParityGateFailed
     from lineage.paths import state_dir
-    from tasks.migrate.stage import run_migrate
+    from training.migrate.run import run_migrate
 
     history: History = {}
     run, cfg, curated, base, out_dir = ctx.run, ctx.cfg, ctx.inputs["curate"], ctx.inputs["pretrain"], ctx.out_dir

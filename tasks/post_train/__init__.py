@@ -1,2 +1,2 @@
-"""Post-training stage (the instant "Ling" model): shortest-correct SFT -> LPO RL with Evo-CoT rewards ->
-bidirectional preference alignment, each phase evaluated by the harness."""
+"""Post-training stage: ``task.STAGE`` declares it, ``report.run_recorded`` calls ``training.post_train`` and
+records."""

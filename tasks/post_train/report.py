@@ -108,7 +108,10 @@ def run_recorded(ctx: StageContext) -> StageResult:
     """The stage inside its MLflow run: each phase's per-step metrics and evaluation into its own nested run
     as they come (the base evaluation into the stage's run), then plots and tables."""
     from lineage.runs import ChildRuns
-    from tasks.post_train.stage import PHASES, run_post_train
+    from tasks.common import record_sandbox_isolation
+    from training.post_train.run import PHASES, run_post_train
+
+    record_sandbox_isolation(ctx.run, ctx.cfg)
 
     run, curated, base, out_dir = ctx.run, ctx.inputs["curate"], ctx.inputs["migrate"], ctx.out_dir
     trained_phases = PHASES[1:]  # the base is evaluated, not trained: its evaluation is the stage's

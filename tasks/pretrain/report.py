@@ -70,7 +70,7 @@ def record_pretrain(
 
 def run_recorded(ctx: StageContext) -> StageResult:
     """The stage inside its MLflow run: per-step metrics as they come, then plots and tables."""
-    from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
+    from training.pretrain import pretrain_checkpoint_root, run_pretrain
 
     history: list[tuple[int, dict[str, float]]] = []
 
@@ -91,7 +91,7 @@ def train_beside_rank0(cfg: Any, inputs: Mapping[str, Path]) -> None:
     """A rank > 0: train in lockstep with rank 0 (its collectives need every rank), touch nothing else.
     An imported base is not trained: rank 0 alone evaluates and exports it."""
     from lineage.paths import stage_dir
-    from tasks.pretrain.stage import pretrain_checkpoint_root, run_pretrain
+    from training.pretrain import pretrain_checkpoint_root, run_pretrain
 
     if not cfg.pretrain.base_checkpoint:
         run_pretrain(cfg, inputs["curate"], stage_dir("pretrain"), checkpoint_root=pretrain_checkpoint_root())

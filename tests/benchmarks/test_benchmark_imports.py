@@ -38,4 +38,4 @@ def test_every_first_party_name_a_benchmark_imports_exists(script):
 
 def test_the_scan_sees_the_lazy_imports_inside_functions():
     pairs = first_party_imports(Path(__file__).parents[2] / "benchmarks" / "rl_levels.py")
-    assert ("tasks.pretrain.stage", "tasks_from_frame") in pairs
+    assert ("evals.tasks", "tasks_from_frame") in pairs

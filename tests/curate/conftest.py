@@ -22,7 +22,7 @@ def small_cfg():
 
 @pytest.fixture(scope="session")
 def curated(small_cfg, tmp_path_factory):
-    from tasks.curate.stage import run_curation
+    from corpus.curation import run_curation
 
     out = tmp_path_factory.mktemp("curated")
     report = run_curation(small_cfg, out)

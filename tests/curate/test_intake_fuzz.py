@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from corpus.sources import read_extra_documents
 from data_contracts import ContractViolation, QuarantineLedger, screen_documents
 from data_contracts.schemas import QUARANTINE_RULES
-from tasks.curate.sources import read_extra_documents
 
 MIN_CHARS, MAX_CHARS = 5, 60  # small bounds, so that too_short and oversize happen
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

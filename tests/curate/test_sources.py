@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from corpus.sources import MAX_INT_DIGITS, MAX_JSON_DEPTH, read_extra_documents
 from data_contracts import ContractViolation, QuarantineLedger, screen_documents
 from data_contracts.quarantine import RawRow, UnreadableRow
-from tasks.curate.sources import MAX_INT_DIGITS, MAX_JSON_DEPTH, read_extra_documents
 
 GOOD = {"doc_id": "good", "source": "user", "text": "a perfectly good document"}
 LONG = "a document long enough to keep, "

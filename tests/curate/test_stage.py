@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from corpus.curation import run_curation
+from corpus.shards import read_shards
 from data_contracts import (
     CandidateResponse,
     ContractViolation,
@@ -15,8 +17,6 @@ from data_contracts import (
     QuarantineRow,
     SFTExample,
 )
-from tasks.curate.shards import read_shards
-from tasks.curate.stage import run_curation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,7 +136,7 @@ def test_raise_mode_stops_at_the_first_bad_row_naming_it(small_cfg, curated, tmp
 
 def test_bad_config_fails_before_any_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.curate", "--overrides", "curate.no_such_key=1"],
+        [sys.executable, "-m", "tasks", "curate", "--overrides", "curate.no_such_key=1"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -3,10 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.curate import dedup
-from tasks.curate.decontaminate import EvalIndex
-from tasks.curate.shards import read_shards, tokenize_documents, write_shards
-from tasks.curate.tokenizer import EOS, load_tokenizer, save_tokenizer, train_tokenizer
+from corpus import dedup
+from corpus.decontaminate import EvalIndex
+from corpus.shards import read_shards, tokenize_documents, write_shards
+from corpus.tokenizer import EOS, load_tokenizer, save_tokenizer, train_tokenizer
 
 CORPUS = [f"def function_{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(200)] + [
     "The quick brown fox jumps over the lazy dog. " * 3,

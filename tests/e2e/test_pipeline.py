@@ -57,6 +57,24 @@ OVERRIDES = {
     "post_train.preference.samples_per_prompt": 2,
     "post_train.eval.prompts_per_family": 1,
     "post_train.eval.max_new_tokens": 16,
+    "evaluate.prompts_per_family": 1,
+    "evaluate.max_new_tokens": 16,
+    "evaluate.pass_k": [1, 2],
+    "evaluate.samples_per_prompt": 2,
+    "evaluate.heldout_windows": 4,
+    "evaluate.heldout_seq_len": 64,
+    "evaluate.retrieval.lengths": [64, 96],
+    "evaluate.retrieval.depths": [0.0],
+    "evaluate.retrieval.samples_per_cell": 1,
+    "evaluate.lm_eval.limit": 2,
+    "evaluate.lm_eval.max_gen_toks": 8,
+    # A few steps train nothing worth gating: the gates' own pass/fail behaviour is tested in tests/evals.
+    "evaluate.gate.min_accuracy.all": 0.0,
+    "evaluate.gate.max_accuracy_regression": None,
+    "evaluate.gate.max_heldout_loss_regression": None,
+    "evaluate.gate.max_tokens_per_correct": None,
+    # A developer's edited tree must not stop the test; the card records the allowance.
+    "publish.allow_dirty": True,
 }
 
 
@@ -156,3 +174,27 @@ def test_post_training_phases_are_nested_runs_with_their_metrics_and_plots(two_r
     # The base evaluation and the summary across phases stay in the stage's own run.
     assert "eval.base.all.accuracy" in post_train.data.metrics
     assert "plots/accuracy_by_phase.png" in {a.path for a in client.list_artifacts(post_train.info.run_id, "plots")}
+
+
+@pytest.mark.e2e
+def test_every_checkpoint_is_evaluated_and_the_gated_one_published(two_runs):
+    client, exp, parents, _, _ = two_runs
+    stages = children(client, exp, parents[0])
+    evaluate, publish = stages["evaluate"], stages["publish"]
+    assert evaluate.data.tags["evaluation_gate"] == "passed" and evaluate.data.metrics["gate.passed"] == 1.0
+    table = client.download_artifacts(evaluate.info.run_id, "evaluation/comparison.parquet")
+    import pandas as pd
+
+    assert list(dict.fromkeys(pd.read_parquet(table)["checkpoint"])) == ["pretrain", "migrate", "post_train"]
+    version = client.get_model_version("ling26-tiny", publish.data.tags["publish.model_version"])
+    assert version.run_id == publish.info.run_id
+    assert client.get_registered_model("ling26-tiny").aliases.get("champion") == version.version
+    # Every stage's checkpoint is a logged model of its run, and every Deck an artifact.
+    import mlflow
+
+    logged = {
+        m.source_run_id for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    }
+    assert {stages[name].info.run_id for name in ("pretrain", "migrate", "post_train")} <= logged
+    for name, run in stages.items():
+        assert f"deck/{name}.html" in {a.path for a in client.list_artifacts(run.info.run_id, "deck")}, name

@@ -3,12 +3,12 @@ import torch
 
 from configs.data import EnvironmentsConfig
 from configs.model import tiny_model
+from corpus.tokenizer import EOS, PAD, train_tokenizer
 from environments import all_environments
 from inference.native import NativeEngine
 from inference.rollout import rollout
 from inference.sampling import SamplingParams
 from model import Ling2ForCausalLM
-from tasks.curate.tokenizer import EOS, PAD, train_tokenizer
 
 CORPUS = ["[math] 1+2=?\n1+2=3\nAnswer: 3", '[tool] Convert 2 h to min\n<call>{"tool":"convert"}</call>'] * 40
 

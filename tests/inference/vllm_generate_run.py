@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from configs.model import tiny_model
+from corpus.tokenizer import EOS, PAD, train_tokenizer
 from inference.native import NativeEngine
 from inference.sampling import SamplingParams
 from inference.vllm_engine import VllmEngine
 from model import Ling2ForCausalLM, export_hf
-from tasks.curate.tokenizer import EOS, PAD, train_tokenizer
 
 CORPUS = ["[math] 12+7=?\n12+7=19\nAnswer: 19", "def f(x):\n    return x * 3 + 1\n"] * 50
 PROMPTS = ["[math] 12+7=?\n", "def f(x):\n", "Answer"]

@@ -57,51 +57,29 @@ def test_project_dvc_yaml_mirrors_the_workflow_stages():
         assert stage["outs"] == [f"data/{name}"]
 
 
-def _first_party_imports(path, root, packages) -> set[str]:
-    """Dotted first-party modules ``path`` imports (absolute and relative, ``from m import x`` also as ``m.x``)."""
-    import ast
-
-    found = set()
-    here = path.relative_to(root).parts[:-1]
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = here[: len(here) - node.level + 1] if node.level else ()
-            module = ".".join(base + ((node.module,) if node.module else ()))
-            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
-    return {m for m in found if m.split(".")[0] in packages}
-
-
-def _module_files(module: str, root) -> list:
-    """The files that run when ``module`` is imported: its own and every parent package's ``__init__``."""
-    parts, files = module.split("."), []
-    for i in range(1, len(parts) + 1):
-        target = root.joinpath(*parts[:i])
-        for candidate in (target / "__init__.py", target.with_suffix(".py")):
-            if candidate.exists():
-                files.append(candidate)
-    return files
-
-
 def test_each_dvc_stage_lists_the_code_it_runs_as_deps():
-    """dvc.yaml deps are also each stage's Flyte cache key (``tasks.common.stage_cache``): a package a stage
-    imports but does not list could change its outputs without invalidating either. Lineage bookkeeping
-    (``lineage``, the ``tasks/*.py`` helpers) records runs and does not shape outputs, so it is exempt."""
+    """dvc.yaml deps must cover the import closure of each stage's task modules (``lineage.code_deps``),
+    the same files Flyte's cache key hashes: a module a stage imports but DVC does not list could change
+    its outputs without DVC noticing."""
     import yaml
 
+    from lineage.code_deps import stage_code_folders
+
     root = Path(__file__).resolve().parents[2]
-    packages = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        seen, todo, needed = set(), list((root / "tasks" / name).glob("*.py")), set()
-        while todo:
-            path = todo.pop()
-            parts = path.relative_to(root).parts
-            if path in seen or parts[0] == "lineage" or (parts[0] == "tasks" and len(parts) == 2):
-                continue
-            seen.add(path)
-            needed.add(f"tasks/{parts[1]}" if parts[0] == "tasks" else parts[0])
-            todo += [f for m in _first_party_imports(path, root, packages) for f in _module_files(m, root)]
+        needed = stage_code_folders(name, root)
         listed = {dep.rstrip("/") for dep in stage["deps"]}
         assert needed <= listed, f"stage {name}: add {sorted(needed - listed)} to its deps in dvc.yaml"
+
+
+def test_a_stage_cache_key_ignores_code_the_stage_does_not_import():
+    """An edit to curation's dedup must not invalidate pre-training's cache (it never imports dedup)."""
+    from lineage.code_deps import stage_code_files
+
+    root = Path(__file__).resolve().parents[2]
+    curate = {p.relative_to(root).as_posix() for p in stage_code_files("curate", root)}
+    pretrain = {p.relative_to(root).as_posix() for p in stage_code_files("pretrain", root)}
+    assert "corpus/dedup.py" in curate and "corpus/dedup.py" not in pretrain
+    assert "corpus/tokenizer.py" in pretrain and "training/loop.py" in pretrain
+    assert not any(p.startswith("lineage/") for p in pretrain)

@@ -50,6 +50,12 @@ def test_parent_and_nested_stage_runs_carry_manifest_params_and_datasets(tmp_pat
     assert manifest["seed"] == 99 and "torch" in manifest["packages"] and "git_dirty" in manifest
     digests = {d.dataset.name: d.dataset.digest for d in child.inputs.dataset_inputs}
     assert digests["t"] == digest and digests["shards"] == file_digest[:16]
+    # The code state is the pipeline's, recorded once at its start; the experiment opens as model training.
+    assert (child.data.tags["git_sha"], child.data.tags["git_dirty"]) == (
+        parent.data.tags["git_sha"],
+        parent.data.tags["git_dirty"],
+    )
+    assert client.get_experiment_by_name("lineage-test").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_failed_stage_marks_its_run_failed():

@@ -24,7 +24,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def passed_run(world, tmp_path_factory):
     """One migration with a margin no model misses; everything it logged."""
-    from tasks.migrate.stage import run_migrate
+    from training.migrate.run import run_migrate
 
     mcfg = migrate_config(parity_margin_nats=100.0)
     out_dir = tmp_path_factory.mktemp("migrate")

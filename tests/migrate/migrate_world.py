@@ -62,10 +62,10 @@ def periodic_stream(n_tokens: int, seed: int, low: int, high: int) -> np.ndarray
 
 
 def write_curated(cfg, out: Path) -> None:
+    from corpus.env_data import prompt_frame
+    from corpus.shards import write_shards
+    from corpus.tokenizer import save_tokenizer, train_tokenizer
     from environments import get_environment
-    from tasks.curate.env_data import prompt_frame
-    from tasks.curate.shards import write_shards
-    from tasks.curate.tokenizer import save_tokenizer, train_tokenizer
 
     tasks = [t for family in ("math", "tool_use") for t in
              get_environment(family, cfg.environments).generate(2, seed=0, difficulty=1)]  # fmt: skip
@@ -79,9 +79,9 @@ def write_curated(cfg, out: Path) -> None:
 
 
 def train_base(cfg, curated: Path, out: Path, steps: int = 60) -> None:
+    from corpus.shards import read_shards
     from evals.harness import heldout_loss
     from model import Ling2ForCausalLM, export_hf
-    from tasks.curate.shards import read_shards
     from training.data import TokenBatches
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 from configs.base import ConfigError, from_dict, to_dict
 from configs.migrate import MigrateConfig, MigratePhaseConfig
 from evals.parity_gate import ParityGateFailed, parity_verdict
-from tasks.migrate.phases import PHASES
+from training.migrate.phases import PHASES
 
 
 def test_defaults_are_the_tiny_profile():

@@ -10,14 +10,14 @@ import torch
 from migrate_world import SEQ_LEN, migrate_config
 
 from configs.migrate import MigratePhaseConfig
+from corpus.shards import read_shards
 from evals.harness import heldout_loss as harness_heldout_loss
+from evals.parity_gate import ParityGateFailed
 from model import load_hf, load_hybrid_hf
 from model.migration import freeze_for_linear_warmup, fuse_qk_norm, gqa_to_hybrid, heldout_loss
-from tasks.curate.shards import read_shards
-from evals.parity_gate import ParityGateFailed
-from tasks.migrate.phases import CONVERSIONS, PHASES, POINTS, heldout_windows, train_phase
-from tasks.migrate.stage import run_migrate
 from training.checkpoint import list_checkpoints
+from training.migrate.phases import CONVERSIONS, PHASES, POINTS, heldout_windows, train_phase
+from training.migrate.run import run_migrate
 from training.schedule import merge_checkpoints
 
 

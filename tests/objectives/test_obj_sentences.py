@@ -75,7 +75,7 @@ def test_units_are_ordered_complete_and_capped(tokens, cap):
 
 
 def test_batch_helper_decodes_single_ids_and_pads():
-    from tasks.curate.tokenizer import train_tokenizer
+    from corpus.tokenizer import train_tokenizer
 
     tok = train_tokenizer(["12*3=36\nAnswer: 36\nIt is. Then go!\n"] * 20, vocab_size=300)
     first = tok.encode("12*3=36\nAnswer: 36").ids

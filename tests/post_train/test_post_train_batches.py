@@ -2,7 +2,7 @@ import torch
 
 from configs.model import tiny_model
 from model import Ling2ForCausalLM
-from tasks.post_train.common import response_batch, token_logps
+from training.post_train.common import response_batch, token_logps
 
 
 def test_target_mask_marks_exactly_the_model_written_response_tokens():

@@ -9,7 +9,9 @@ import pytest
 
 from configs import resolve
 from data_contracts import IntakeResult, NoRowsLeft, QuarantineLedger, QuarantineRow
-from tasks.post_train.contracts import (
+from tasks.post_train.report import contract_metrics
+from training.objectives import build_preference_pairs
+from training.post_train.contracts import (
     PAIRS_REMEDY,
     SFT_REMEDY,
     contract_counts,
@@ -17,9 +19,7 @@ from tasks.post_train.contracts import (
     screen_pairs,
     screen_sft,
 )
-from tasks.post_train.phases import _pair_table, sft_rows
-from tasks.post_train.report import contract_metrics
-from training.objectives import build_preference_pairs
+from training.post_train.phases import _pair_table, sft_rows
 
 
 class WordTokenizer:
@@ -165,11 +165,11 @@ def test_contract_metrics_are_flat_per_table_and_rule():
 def test_stage_stops_before_training_and_writes_the_quarantine(tmp_path, monkeypatch):
     """Every SFT row is too long for a packed row: the stage raises before any evaluation or training, and
     quarantine.parquet says which rows and why."""
+    import corpus.tokenizer
     import environments
+    import evals.tasks
     import model
-    import tasks.curate.tokenizer
-    import tasks.pretrain.stage
-    from tasks.post_train.stage import run_post_train
+    from training.post_train.run import run_post_train
 
     curated = tmp_path / "curate"
     curated.mkdir()
@@ -180,13 +180,13 @@ def test_stage_stops_before_training_and_writes_the_quarantine(tmp_path, monkeyp
         pd.DataFrame(columns=prompt_columns).to_parquet(curated / f"{name}.parquet")
     monkeypatch.setattr(environments, "all_environments", lambda cfg: {})
     monkeypatch.setattr(model, "load_checkpoint", lambda path, base: None)
-    monkeypatch.setattr(tasks.curate.tokenizer, "load_tokenizer", lambda path: WordTokenizer())
-    monkeypatch.setattr(tasks.pretrain.stage, "eval_tasks", lambda curated, n: [])
+    monkeypatch.setattr(corpus.tokenizer, "load_tokenizer", lambda path: WordTokenizer())
+    monkeypatch.setattr(evals.tasks, "eval_tasks", lambda curated, n: [])
 
     def no_eval(*args, **kwargs):
         raise AssertionError("evaluated although the SFT rows had already failed their contract")
 
-    monkeypatch.setattr("tasks.post_train.stage.evaluate", no_eval)
+    monkeypatch.setattr("training.post_train.run.evaluate", no_eval)
     out_dir = tmp_path / "post_train"
     cfg = config(**{"post_train.sft.seq_len": 4, "post_train.sft.data": "full"})
     with pytest.raises(NoRowsLeft, match="sft_rows: all 2 rows were quarantined \\(length_out_of_bounds=2\\)"):

@@ -29,7 +29,7 @@ OVERRIDES = {**SMALL, "pretrain.engine.backend": "deepspeed", "pretrain.engine.z
 @pytest.fixture(scope="module")
 def elastic_run(tmp_path_factory):
     """Curate, open the parent MLflow run, run the task on 2 processes; its outputs and the run state."""
-    from tasks.curate.stage import run_curation
+    from corpus.curation import run_curation
 
     root = tmp_path_factory.mktemp("elastic")
     # An MLFLOW_TRACKING_URI left in the environment by an earlier test (mlflow.set_tracking_uri exports it)

@@ -30,8 +30,8 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tasks.curate.stage import run_curation
-    from tasks.pretrain.stage import run_pretrain
+    from corpus.curation import run_curation
+    from training.pretrain import run_pretrain
 
     cfg = resolve("tiny_cpu", SMALL)
     root = tmp_path_factory.mktemp("pretrain")
@@ -63,7 +63,7 @@ def test_trains_merges_evaluates_and_exports(world):
 
 
 def test_a_second_run_resumes_from_its_checkpoints(world):
-    from tasks.pretrain.stage import run_pretrain
+    from training.pretrain import run_pretrain
 
     cfg, root, metrics, _ = world
     again = run_pretrain(cfg, root / "curated", root / "out2", checkpoint_root=root / "ckpt")
@@ -74,7 +74,7 @@ def test_a_second_run_resumes_from_its_checkpoints(world):
 def test_base_checkpoint_is_imported_instead_of_trained(world):
     from dataclasses import replace
 
-    from tasks.pretrain.stage import run_pretrain
+    from training.pretrain import run_pretrain
 
     cfg, root, metrics, _ = world
     imported_cfg = replace(cfg, pretrain=replace(cfg.pretrain, base_checkpoint=str(root / "out" / "checkpoint")))

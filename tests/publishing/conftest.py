@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 
 # The tiny model holds ~7 MB of fp32 tensors: 2 MB shards make a sharded folder of it.
 SHARD_BYTES = 2_000_000
-STAGES = ("curate", "pretrain", "migrate", "post_train")
+STAGES = ("curate", "pretrain", "migrate", "post_train", "evaluate")
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +115,7 @@ def make_lineage(tracking_uri: str, **overrides) -> ReleaseLineage:
             git_dirty=False,
             flyte_execution_id="ling26:development:f0123",
             outputs={f"data/{stage}": f"{i:x}" * 32 + ".dir"},
-            gates={"parity_gate": "passed"} if stage == "migrate" else {},
+            gates={"migrate": {"parity_gate": "passed"}, "evaluate": {"evaluation_gate": "passed"}}.get(stage, {}),
         )
         for i, stage in enumerate(STAGES, start=1)
     )

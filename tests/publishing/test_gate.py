@@ -38,7 +38,7 @@ REFUSALS = {
     "no_parent_run": (lambda lin: {"parent_run_id": ""}, "no MLflow pipeline"),
     "no_tracking_uri": (lambda lin: {"tracking_uri": ""}, "no MLflow tracking URI"),
     "no_git_sha": (lambda lin: {"git_sha": "unknown"}, "no git commit"),
-    "missing_stage": (lambda lin: {"stages": lin.stages[:-1]}, "no run of stage post_train"),
+    "missing_stage": (lambda lin: {"stages": lin.stages[:-1]}, "no run of stage evaluate"),
     "stage_without_run_id": (lambda lin: {"stages": replace_stage(lin, "pretrain", run_id="")}, "stage pretrain has no MLflow run id"),
     "stage_without_dvc": (lambda lin: {"stages": replace_stage(lin, "curate", outputs={})}, "stage curate .* has no DVC output hashes"),
     "stage_without_git": (lambda lin: {"stages": replace_stage(lin, "migrate", git_sha="")}, "stage migrate .* has no git commit"),

@@ -75,6 +75,8 @@ def refusing_body(ctx):
 
 def recording_body(ctx):
     (ctx.out_dir / "thing.txt").write_text(ctx.options["word"])
+    (ctx.out_dir / "checkpoint").mkdir(exist_ok=True)
+    (ctx.out_dir / "checkpoint" / "config.json").write_text('{"architectures": ["Demo"], "num_hidden_layers": 2}')
     ctx.run.log_metrics({"measured": 2.0})
     return StageResult(summary_metrics={"measured": 2.0}, deck_html="<p>deck</p>", message="made a thing")
 
@@ -102,6 +104,14 @@ def test_execute_runs_the_body_in_its_mlflow_run_and_returns_the_report_skeleton
     run = mlflow.MlflowClient().get_run(report["mlflow_run_id"])
     assert run.data.metrics["measured"] == 2.0 and run.info.status == "FINISHED"
     assert run.data.tags["ling26.stage"] == "demo"
+    # The Deck is kept as an artifact, and the checkpoint is a logged model of the run with its metrics.
+    client = mlflow.MlflowClient()
+    deck = Path(client.download_artifacts(run.info.run_id, "deck/demo.html")).read_text()
+    assert deck == "<p>deck</p>"
+    models = mlflow.search_logged_models(output_format="list")
+    assert [m.name for m in models] == ["demo-checkpoint"] and models[0].source_run_id == run.info.run_id
+    assert models[0].tags["dvc.path"] == "data/demo/checkpoint" and models[0].params["architecture"] == "Demo"
+    assert {m.key: m.value for m in models[0].metrics} == {"measured": 2.0}
 
 
 def test_a_refusal_fails_the_run_after_what_was_measured_is_logged(isolated_state):

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from configs.data import EnvironmentsConfig
-from tasks.curate.sources import stable_seed
+from corpus.sources import stable_seed
 
 EXAMPLES_PER_PAGE = 16
 

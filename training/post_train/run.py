@@ -23,8 +23,8 @@ import torch
 
 from configs import PipelineConfig
 from data_contracts import QuarantineLedger
-from tasks.post_train.common import eval_metrics, evaluate
-from tasks.post_train.contracts import contract_counts, require_pairs, screen_sft, write_quarantine
+from training.post_train.common import eval_metrics, evaluate
+from training.post_train.contracts import contract_counts, require_pairs, screen_sft, write_quarantine
 
 logger = logging.getLogger(__name__)
 OnLog = Callable[[str, int, Mapping[str, float]], None]
@@ -34,11 +34,11 @@ PHASES = ("base", "sft", "rl", "preference")
 def run_post_train(
     cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *, on_log: OnLog | None = None
 ) -> dict[str, Any]:
+    from corpus.tokenizer import load_tokenizer
     from environments import all_environments
+    from evals.tasks import eval_tasks, tasks_from_frame
     from model import export_checkpoint, load_checkpoint
-    from tasks.curate.tokenizer import load_tokenizer
-    from tasks.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
-    from tasks.pretrain.stage import eval_tasks, tasks_from_frame
+    from training.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
 
     torch.manual_seed(cfg.seed)
 

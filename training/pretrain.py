@@ -20,68 +20,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from configs import PipelineConfig, config_hash
 
 log = logging.getLogger(__name__)
 OnLog = Callable[[int, Mapping[str, float]], None]
-
-
-def eval_tasks(curated: Path, per_family: int) -> list[Any]:
-    """About ``per_family`` eval tasks of each family, spread over its difficulties, rebuilt from ``eval.parquet``."""
-    frame = pd.read_parquet(curated / "eval.parquet")
-    levels = frame.groupby("family")["difficulty"].nunique().max()
-    return tasks_from_frame(frame.groupby(["family", "difficulty"], sort=True).head(-(-per_family // levels)))
-
-
-def tasks_from_frame(frame: pd.DataFrame) -> list[Any]:
-    """Environment tasks rebuilt from one of curation's prompt tables (eval, rl_prompts, sft_prompts)."""
-    from environments import Task
-
-    return [
-        Task(
-            task_id=r.prompt_id,
-            family=r.family,
-            difficulty=int(r.difficulty),
-            prompt=r.prompt,
-            answer=r.answer,
-            payload=r.payload,
-        )
-        for r in frame.itertuples()
-    ]
-
-
-def lm_loss_fn(engine, batch_BT: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Next-token loss (+ MTP and router z-loss inside the model) on a [B, T+1] window batch."""
-    out = engine(batch_BT, labels=batch_BT)
-    stats: dict[str, Any] = {"lm_loss": out.lm_loss.detach()}
-    if out.mtp_loss is not None:
-        stats["mtp_loss"] = out.mtp_loss.detach()
-    if out.router_stats is not None:
-        stats["z_loss"] = out.router_stats.z_loss.detach()
-        stats["tokens_per_expert"] = out.router_stats.tokens_per_expert.detach()
-    return out.loss, stats
-
-
-def expert_bias_updater(engine, rate: float) -> Callable[[torch.nn.Module, Mapping[str, Any]], None]:
-    """``after_step`` hook: the aux-loss-free zero-mean sign update of the expert bias, once per optimizer
-    step, on the expert loads summed over data-parallel ranks (METHODS.md §1.2)."""
-    from model import update_expert_bias
-
-    def after_step(module: torch.nn.Module, stats: Mapping[str, Any]) -> None:
-        counts = stats.get("tokens_per_expert")
-        if counts is not None and rate > 0:
-            update_expert_bias(module, engine.all_reduce_mean(counts.clone()), rate)
-
-    return after_step
-
-
-def load_balance(stats: Mapping[str, Any]) -> float:
-    """max / mean expert load over MoE layers (1.0 = perfectly balanced)."""
-    counts = stats["tokens_per_expert"].float()
-    return float((counts.max(-1).values / counts.mean(-1).clamp_min(1e-9)).mean())
 
 
 def pretrain_checkpoint_root() -> Path:
@@ -94,13 +38,15 @@ def pretrain_checkpoint_root() -> Path:
 def run_pretrain(
     cfg: PipelineConfig, curated: Path, out_dir: Path, *, checkpoint_root: Path, on_log: OnLog | None = None
 ) -> dict[str, Any]:
+    from corpus.shards import read_shards
+    from corpus.tokenizer import EOS, PAD, load_tokenizer
     from evals.harness import evaluate_policy, heldout_loss, unigram_loss
+    from evals.tasks import eval_tasks
     from inference.native import NativeEngine
     from model import Ling2ForCausalLM, count_parameters, export_hf, load_hf
-    from tasks.curate.shards import read_shards
-    from tasks.curate.tokenizer import EOS, PAD, load_tokenizer
     from training.data import TokenBatches
     from training.engine import build_engine
+    from training.lm import expert_bias_updater, lm_loss_fn, load_balance
     from training.loop import train
     from training.schedule import merge_checkpoints
 

@@ -51,10 +51,10 @@ def phase_engine(model, cfg: PipelineConfig, *, lr: float, steps: int):
 def evaluate(
     model, tokenizer, envs: Mapping[str, Any], tasks: Sequence[Any], cfg: PipelineConfig, checkpoint: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from corpus.tokenizer import EOS, PAD
     from evals.harness import evaluate_policy
     from inference.native import NativeEngine
     from inference.sampling import SamplingParams
-    from tasks.curate.tokenizer import EOS, PAD
 
     engine = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
     ev = cfg.post_train.eval

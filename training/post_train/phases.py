@@ -6,7 +6,7 @@ updates the model in place and reports per-step metrics through ``on_log``:
 3. ``preference_phase``: bidirectional preference alignment (offset DPO) on verified on-policy pairs.
 
 SFT rows and preference pairs are ``SFTExample`` / ``PreferencePair`` tables; a phase trains only on rows
-that passed their contract (``tasks.post_train.contracts``).
+that passed their contract (``training.post_train.contracts``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from configs import PipelineConfig
 from data_contracts import IntakeResult, QuarantineLedger
 from data_contracts.training_rows import PAIR_DTYPES, SFT_DTYPES
-from tasks.post_train.common import phase_engine, response_batch, token_logps
-from tasks.post_train.contracts import screen_pairs
+from training.post_train.common import phase_engine, response_batch, token_logps
+from training.post_train.contracts import screen_pairs
 
 OnLog = Callable[[str, int, Mapping[str, float]], None]
 
@@ -77,7 +77,7 @@ def _sft_row(candidate: Any, response: str, correct: bool) -> dict[str, Any]:
 
 
 def sft_phase(model, tokenizer, rows: pd.DataFrame, cfg: PipelineConfig, on_log: OnLog) -> dict[str, float]:
-    from tasks.curate.tokenizer import EOS, PAD
+    from corpus.tokenizer import EOS, PAD
     from training.objectives import pack_examples, sft_loss
 
     p = cfg.post_train.sft
@@ -120,10 +120,10 @@ def _sample_groups(
     seed: int,
     max_turns: int,
 ) -> list[Any]:
+    from corpus.tokenizer import EOS, PAD
     from inference.native import NativeEngine
     from inference.rollout import rollout
     from inference.sampling import SamplingParams
-    from tasks.curate.tokenizer import EOS, PAD
 
     engine = NativeEngine(model, tokenizer, eos_id=tokenizer.token_to_id(EOS), pad_id=tokenizer.token_to_id(PAD))
     grouped = [t for t in tasks for _ in range(samples)]
@@ -135,7 +135,7 @@ def rl_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, 
     """Each step: G rollouts per prompt, verified and rewarded (Evo-CoT), group-normalised advantages,
     then ``updates_per_batch`` policy-loss updates on the batch (the first is on-policy, ratio 1; later
     ones are off by one update, which is where the per-level clipping acts)."""
-    from tasks.curate.tokenizer import PAD
+    from corpus.tokenizer import PAD
     from training.objectives import (
         EvoCoTConfig,
         PolicyLossConfig,
@@ -229,7 +229,7 @@ def preference_phase(
 
     Each step's pairs pass the ``PreferencePair`` contract before they are trained on; broken pairs go to
     ``ledger``. Returns the last step's metrics and the phase's pairs (kept and counted) as one table."""
-    from tasks.curate.tokenizer import PAD
+    from corpus.tokenizer import PAD
     from training.objectives import PreferenceConfig, build_preference_pairs, preference_loss
 
     p = cfg.post_train.preference

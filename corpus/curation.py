@@ -22,6 +22,12 @@ import numpy as np
 import pandas as pd
 
 from configs import PipelineConfig, config_hash, to_dict
+from corpus import dedup
+from corpus.decontaminate import EvalIndex
+from corpus.env_data import candidate_frame, example_pages, generate_tasks, prompt_frame, sft_frame
+from corpus.shards import tokenize_documents, write_shards
+from corpus.sources import read_extra_documents, stable_seed, stdlib_documents
+from corpus.tokenizer import EOS, save_tokenizer, train_tokenizer
 from data_contracts import (
     CandidateResponse,
     PretrainDocument,
@@ -33,12 +39,6 @@ from data_contracts import (
     validate_table,
 )
 from lineage.runs import write_json
-from tasks.curate import dedup
-from tasks.curate.decontaminate import EvalIndex
-from tasks.curate.env_data import candidate_frame, example_pages, generate_tasks, prompt_frame, sft_frame
-from tasks.curate.shards import tokenize_documents, write_shards
-from tasks.curate.sources import read_extra_documents, stable_seed, stdlib_documents
-from tasks.curate.tokenizer import EOS, save_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

@@ -35,7 +35,7 @@ import torch
 from configs import PipelineConfig, config_hash
 from configs.migrate import MigrateConfig
 from evals.parity_gate import ParityGateFailed, parity_verdict
-from tasks.migrate.phases import Measurements, calibration_windows, heldout_windows, on_device, train_phase
+from training.migrate.phases import Measurements, calibration_windows, heldout_windows, on_device, train_phase
 
 log = logging.getLogger(__name__)
 OnLog = Callable[[str, int, Mapping[str, float]], None]
@@ -83,6 +83,7 @@ def run_migrate(
     ``on_log(name, step, metrics)``: name is a phase (training metrics every ``log_every`` steps) or
     ``measure.<point>`` (held-out loss and KL at a measurement point); step counts optimizer steps over all phases.
     Raises ``ParityGateFailed`` when the gate fails."""
+    from corpus.shards import read_shards
     from evals.harness import unigram_loss
     from model import load_hf
     from model.migration import (
@@ -95,7 +96,6 @@ def run_migrate(
         unfreeze_all,
     )
     from tasks.common import is_main_process
-    from tasks.curate.shards import read_shards
     from training.schedule import merge_checkpoints
 
     torch.manual_seed(cfg.seed)
@@ -214,13 +214,13 @@ def evaluate_and_export(
     and the export of the hybrid with the tokenizer."""
     import pandas as pd
 
+    from corpus.tokenizer import EOS, PAD, load_tokenizer
     from environments import all_environments
     from evals.harness import evaluate_policy
+    from evals.tasks import eval_tasks
     from inference.native import NativeEngine
     from inference.sampling import SamplingParams
     from model import count_parameters, export_hybrid_hf
-    from tasks.curate.tokenizer import EOS, PAD, load_tokenizer
-    from tasks.pretrain.stage import eval_tasks
 
     ecfg = cfg.pretrain.eval
     total, active = count_parameters(model)

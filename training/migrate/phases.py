@@ -116,9 +116,9 @@ def train_phase(
     """Train ``model`` for ``phase.steps`` steps with only what ``freeze(model)`` leaves trainable. Resumes from
     ``checkpoint_dir`` like every training loop here; ``on_log(name, step_offset + step, metrics)``."""
     from configs.training import OptimConfig, TrainLoopConfig
-    from tasks.pretrain.stage import expert_bias_updater, lm_loss_fn, load_balance
     from training.data import TokenBatches
     from training.engine import build_engine
+    from training.lm import expert_bias_updater, lm_loss_fn, load_balance
     from training.loop import train
 
     trainable = freeze(model)

@@ -1,0 +1,1 @@
+"""Evaluation stage: ``task.STAGE`` declares it, ``report.run_recorded`` calls ``evals.run`` and records."""

@@ -1,0 +1,2 @@
+"""Publish stage: ``task.STAGE`` declares it, ``report.run_recorded`` calls ``publishing.from_stages`` and
+records."""
