@@ -28,7 +28,7 @@ class PublishConfig:
     tags: tuple[str, ...] = ("ling26", "bailing_moe", "moe", "hybrid-attention", "text-generation")
     base_model: str | None = None
     # Stages whose run, DVC outputs and git state the card must link; a release missing one is refused.
-    required_stages: tuple[str, ...] = ("curate", "pretrain", "migrate", "post_train", "evaluate")
+    required_stages: tuple[str, ...] = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate")
     # Stages whose DVC outputs are datasets (listed under the card's `datasets`); the others hold checkpoints.
     dataset_stages: tuple[str, ...] = ("curate",)
     # A release built from a dirty work tree is refused unless this is set; the card then says so.

@@ -7,7 +7,7 @@ import importlib
 
 from tasks.stage import Stage
 
-STAGE_NAMES = ("curate", "pretrain", "migrate", "post_train", "evaluate", "publish")
+STAGE_NAMES = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate", "publish")
 
 
 def stage(name: str) -> Stage:

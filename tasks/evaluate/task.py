@@ -13,7 +13,7 @@ STAGE = Stage(
     name="evaluate",
     doc="Every checkpoint of the run on the same held-out prompts, sampling and seeds; the gate on the last one.",
     # Every input after curate is a checkpoint, in pipeline order: the last is gated against the one before.
-    inputs=("curate", "pretrain", "migrate", "post_train"),
+    inputs=("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill"),
     body="tasks.evaluate.report:run_recorded",
 )
 
@@ -26,7 +26,16 @@ def evaluate(
     base: FlyteDirectory,
     hybrid: FlyteDirectory,
     instant: FlyteDirectory,
+    ring: FlyteDirectory,
+    unified: FlyteDirectory,
 ) -> StageOutputs:
     """Every checkpoint of the run on the same held-out prompts, sampling and seeds; the gate on the last one."""
-    inputs = {"curate": curated, "pretrain": base, "migrate": hybrid, "post_train": instant}
+    inputs = {
+        "curate": curated,
+        "pretrain": base,
+        "migrate": hybrid,
+        "post_train": instant,
+        "kpop_rl": ring,
+        "distill": unified,
+    }
     return run_flyte_stage(STAGE, config_json, parent_run_id, inputs=inputs)

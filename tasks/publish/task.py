@@ -13,7 +13,7 @@ STAGE = Stage(
     name="publish",
     doc="The gated checkpoint -> HF folder + lineage card -> MLflow registry (candidate, champion) -> Hub or dry run.",
     # The checkpoint stages, so that whichever the gate judged is at hand, and the evaluation with its verdict.
-    inputs=("curate", "pretrain", "migrate", "post_train", "evaluate"),
+    inputs=("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate"),
     body="tasks.publish.report:run_recorded",
     options=(
         CliOption(
@@ -33,12 +33,22 @@ def publish(
     base: FlyteDirectory,
     hybrid: FlyteDirectory,
     instant: FlyteDirectory,
+    ring: FlyteDirectory,
+    unified: FlyteDirectory,
     evaluation: FlyteDirectory,
     stage_reports: list[str],
 ) -> StageOutputs:
     """The gated checkpoint -> HF folder + lineage card -> MLflow registry (candidate, champion) -> Hub or dry run."""
     import json
 
-    inputs = {"curate": curated, "pretrain": base, "migrate": hybrid, "post_train": instant, "evaluate": evaluation}
+    inputs = {
+        "curate": curated,
+        "pretrain": base,
+        "migrate": hybrid,
+        "post_train": instant,
+        "kpop_rl": ring,
+        "distill": unified,
+        "evaluate": evaluation,
+    }
     options = {"stage_reports": json.dumps(stage_reports)}
     return run_flyte_stage(STAGE, config_json, parent_run_id, inputs=inputs, options=options)

@@ -57,6 +57,24 @@ OVERRIDES = {
     "post_train.preference.samples_per_prompt": 2,
     "post_train.eval.prompts_per_family": 1,
     "post_train.eval.max_new_tokens": 16,
+    "kpop_rl.steps": 2,
+    "kpop_rl.batch_groups": 1,
+    "kpop_rl.samples_per_prompt": 2,
+    "kpop_rl.max_new_tokens": 16,
+    "kpop_rl.step_token_budget": 32,
+    "kpop_rl.curriculum_probe_prompts": 2,
+    "kpop_rl.curriculum_probe_samples": 2,
+    "kpop_rl.prompts_per_family": 1,
+    "kpop_rl.eval_prompts_per_family": 1,
+    "kpop_rl.eval_max_new_tokens": 16,
+    "distill.sampling.prompts_per_family": 1,
+    "distill.sampling.max_new_tokens": 16,
+    "distill.logit.steps": 2,
+    "distill.on_policy.steps": 1,
+    "distill.on_policy.prompts_per_step": 2,
+    "distill.on_policy.max_new_tokens": 16,
+    "distill.eval.prompts_per_family": 1,
+    "distill.eval.max_new_tokens": 16,
     "evaluate.prompts_per_family": 1,
     "evaluate.max_new_tokens": 16,
     "evaluate.pass_k": [1, 2],
@@ -185,7 +203,13 @@ def test_every_checkpoint_is_evaluated_and_the_gated_one_published(two_runs):
     table = client.download_artifacts(evaluate.info.run_id, "evaluation/comparison.parquet")
     import pandas as pd
 
-    assert list(dict.fromkeys(pd.read_parquet(table)["checkpoint"])) == ["pretrain", "migrate", "post_train"]
+    assert list(dict.fromkeys(pd.read_parquet(table)["checkpoint"])) == [
+        "pretrain",
+        "migrate",
+        "post_train",
+        "kpop_rl",
+        "distill",
+    ]
     version = client.get_model_version("ling26-tiny", publish.data.tags["publish.model_version"])
     assert version.run_id == publish.info.run_id
     assert client.get_registered_model("ling26-tiny").aliases.get("champion") == version.version
@@ -195,6 +219,6 @@ def test_every_checkpoint_is_evaluated_and_the_gated_one_published(two_runs):
     logged = {
         m.source_run_id for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     }
-    assert {stages[name].info.run_id for name in ("pretrain", "migrate", "post_train")} <= logged
+    assert {stages[name].info.run_id for name in ("pretrain", "migrate", "post_train", "kpop_rl", "distill")} <= logged
     for name, run in stages.items():
         assert f"deck/{name}.html" in {a.path for a in client.list_artifacts(run.info.run_id, "deck")}, name

@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 
 # The tiny model holds ~7 MB of fp32 tensors: 2 MB shards make a sharded folder of it.
 SHARD_BYTES = 2_000_000
-STAGES = ("curate", "pretrain", "migrate", "post_train", "evaluate")
+STAGES = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate")
 
 
 @pytest.fixture(autouse=True)

@@ -37,11 +37,11 @@ GATE = EvalGate(passed=True, metrics=(EvalMetric(task="all", metric="accuracy", 
 
 @pytest.fixture
 def pipeline_runs(tracking_uri) -> tuple[str, dict[str, str]]:
-    """A parent run and five stage runs tagged the way the stage tasks tag them."""
+    """A parent run and seven stage runs tagged the way the stage tasks tag them."""
     common = dict(experiment=EXPERIMENT, configured_uri=tracking_uri, config={"seed": 1}, config_hash="c" * 16, seed=1)
     parent = open_pipeline_run(profile="tiny_cpu", **common)
     run_ids = {}
-    for stage in ("curate", "pretrain", "migrate", "post_train", "evaluate"):
+    for stage in ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate"):
         with stage_run(stage, parent_run_id=parent, **common) as run:
             run.set_tags({f"dvc.data/{stage}": f"{stage}-md5.dir"})
             if stage == "curate":
@@ -62,7 +62,15 @@ def test_lineage_comes_from_the_stage_runs(tracking_uri, pipeline_runs, config):
     git = git_state()
     assert lineage.git_sha == git["git_sha"] and lineage.git_dirty == git["git_dirty"]
     assert lineage.flyte_execution_id == flyte_execution_id() and lineage.parent_run_id == parent
-    assert [s.stage for s in lineage.stages] == ["curate", "pretrain", "migrate", "post_train", "evaluate"]
+    assert [s.stage for s in lineage.stages] == [
+        "curate",
+        "pretrain",
+        "migrate",
+        "post_train",
+        "kpop_rl",
+        "distill",
+        "evaluate",
+    ]
     for stage in lineage.stages:
         assert stage.run_id == run_ids[stage.stage] and stage.git_sha == git["git_sha"]
         assert stage.outputs == {f"data/{stage.stage}": f"{stage.stage}-md5.dir"}

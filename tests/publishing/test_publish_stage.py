@@ -25,7 +25,7 @@ CURATE_REPORT = {
     "suites": [{"suite": "ling26.eval", "success": True, "evaluated": 7, "failed": []}],
     "decontamination": {"ngram": 8},
 }
-CHECKPOINT_STAGES = ("pretrain", "migrate", "post_train")
+CHECKPOINT_STAGES = ("pretrain", "migrate", "post_train", "kpop_rl", "distill")
 
 
 def comparison(checkpoints):
