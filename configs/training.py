@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from configs.base import ConfigError, config
@@ -81,14 +82,62 @@ class PretrainConfig:
     base_checkpoint: str | None = None
 
 
+# Rubric dimensions the preference phase can score without a judge model: ``concise`` (length position within
+# the prompt's samples) and ``non_redundant`` (1 - the redundancy detector's fraction); see
+# ``training.objectives.preference.rubric_matrix``.
+RUBRIC_DIMS = ("concise", "non_redundant")
+
+
+@config
+class PhaseOptimConfig:
+    """AdamW for one post-training phase. Each phase starts a fresh optimizer: linear warmup over
+    ``warmup_fraction`` of the phase's optimizer updates (at least one), then constant (``min_lr_ratio`` 0) or
+    cosine down to ``min_lr_ratio`` of the peak. The warmup is a fraction, not a step count, so shortening a
+    phase by override keeps its shape."""
+
+    lr: float
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    # No decay: a phase is a short fine-tune from a trained model, decay would pull it towards zero.
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"post_train phase optim.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.warmup_fraction <= 1.0 or not 0.0 <= self.min_lr_ratio < 1.0:
+            raise ConfigError("post_train phase optim: need warmup_fraction in [0, 1] and min_lr_ratio in [0, 1)")
+
+    def warmup_steps(self, updates: int) -> int:
+        # floor, with a nudge so that e.g. 0.1 * 30 counts as 3 whatever the float rounding says.
+        return max(1, math.floor(updates * self.warmup_fraction + 1e-9))
+
+    def for_updates(self, updates: int) -> OptimConfig:
+        """The engine's optimizer config for a phase of ``updates`` optimizer steps."""
+        return OptimConfig(
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps(updates),
+        )
+
+
 @config
 class SFTPhaseConfig:
     steps: int = 100
     batch_size: int = 24
     seq_len: int = 192
-    lr: float = 1e-3
+    optim: PhaseOptimConfig = PhaseOptimConfig(lr=1e-3)
     # "shortest_correct": METHODS §6.2 selection + pruning; "full": the plain full-length SFT rows (baseline).
     data: Literal["shortest_correct", "full"] = "shortest_correct"
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.seq_len, self.log_every) < 1:
+            raise ConfigError("post_train.sft: steps, batch_size, seq_len and log_every must be >= 1")
 
 
 @config
@@ -100,13 +149,27 @@ class RLPhaseConfig:
     temperature: float = 1.0
     max_new_tokens: int = 80
     # Gentle: at 3e-4 a dozen steps on a weak tiny policy collapsed tool use (measured, see BENCHMARKS.md).
-    lr: float = 5e-5
-    # token = GRPO, sentence = LPO, sequence = GSPO (METHODS §5); clip eps per level unless set.
+    optim: PhaseOptimConfig = PhaseOptimConfig(lr=5e-5)
+    # token = GRPO, sentence = LPO, sequence = GSPO (METHODS §5).
     level: Literal["token", "sentence", "sequence"] = "sentence"
-    clip_eps: float | None = None
+    # The clip band [1 - clip_low, 1 + clip_high]; unset, each end takes the level's published value
+    # (GRPO 0.2/0.2, LPO 0.03/0.03, GSPO 3e-4/4e-4: training.objectives.policy_gradient.DEFAULT_CLIP), so
+    # switching the level alone switches the band. Set both for DAPO's clip-higher (0.2/0.28).
+    clip_low: float | None = None
+    clip_high: float | None = None
+    # Evo-CoT rewards (METHODS §6.1, §6.3; training.objectives.rewards).
     format_penalty: float = 0.5
     redundancy_coef: float = 0.2
     alpha_min: float = 0.1
+    # zlib repetition penalty of the agentic specialist (METHODS §6.3); 0 = off for the instant model.
+    compression_coef: float = 0.0
+    compression_threshold: float = 0.35
+
+    def __post_init__(self) -> None:
+        if self.clip_low is not None and not 0.0 < self.clip_low < 1.0:
+            raise ConfigError(f"post_train.rl.clip_low must lie in (0, 1), got {self.clip_low}")
+        if self.clip_high is not None and self.clip_high <= 0.0:
+            raise ConfigError(f"post_train.rl.clip_high must be > 0, got {self.clip_high}")
 
 
 @config
@@ -114,9 +177,33 @@ class PreferencePhaseConfig:
     steps: int = 6
     prompts_per_step: int = 16
     samples_per_prompt: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 80
+    # Pairs per prompt and step, most informative rejected side first (format, wrong, redundant, longer).
+    max_pairs_per_prompt: int = 1
+    # Offset DPO (training.objectives.preference): beta, and the offset per unit of score gap.
     beta: float = 0.1
     margin_scale: float = 1.0
-    lr: float = 5e-5
+    # Focal rubric weights (METHODS §6.4): w_d ∝ (1 - sat_d)^gamma over these dimensions, sat_d the running mean
+    # (this momentum) of on-policy rubric scores. They set each response's score and the training weight of a
+    # pair that differs only in one dimension. gamma = 0 keeps the weights uniform (the focal mechanism off).
+    rubric_dims: tuple[str, ...] = RUBRIC_DIMS
+    focal_gamma: float = 1.0
+    focal_momentum: float = 0.9
+    optim: PhaseOptimConfig = PhaseOptimConfig(lr=5e-5)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rubric_dims) - set(RUBRIC_DIMS))
+        if not self.rubric_dims or unknown or len(set(self.rubric_dims)) != len(self.rubric_dims):
+            raise ConfigError(
+                f"post_train.preference.rubric_dims must be distinct names from {RUBRIC_DIMS}, got {self.rubric_dims}"
+            )
+        if self.max_pairs_per_prompt < 1:
+            raise ConfigError("post_train.preference.max_pairs_per_prompt must be >= 1")
+        if self.beta <= 0 or self.margin_scale < 0 or self.focal_gamma < 0 or not 0 <= self.focal_momentum < 1:
+            raise ConfigError(
+                "post_train.preference: need beta > 0, margin_scale >= 0, focal_gamma >= 0, focal_momentum in [0, 1)"
+            )
 
 
 @config

@@ -13,6 +13,7 @@ from training.objectives.preference import (
     PreferenceConfig,
     bidirectional_scores,
     build_preference_pairs,
+    focal_pair_weights,
     preference_loss,
     rubric_matrix,
 )
@@ -141,3 +142,38 @@ def test_focal_state_round_trips_and_rejects_other_dimensions():
         FocalRubricWeights(("x", "y"), PreferenceConfig()).load_state_dict(focal.state_dict())
     with pytest.raises(ValueError, match="scores"):
         focal.update(torch.zeros(3))
+
+
+def test_focal_pair_weights_follow_the_dimension_each_pair_is_about():
+    weights = torch.tensor([0.8, 0.2])  # concise, non_redundant
+    got = focal_pair_weights(["format", "wrong", "redundant", "longer"], DEFAULT_DIMS, weights)
+    # Correctness pairs keep 1; a rubric pair gets D * w_d of its dimension (1 each at uniform weights).
+    torch.testing.assert_close(got, torch.tensor([1.0, 1.0, 0.4, 1.6]))
+    uniform = focal_pair_weights(["redundant", "longer"], DEFAULT_DIMS, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(uniform, torch.ones(2))
+    # A dimension that is not tracked leaves its pairs at 1.
+    torch.testing.assert_close(focal_pair_weights(["redundant"], ("concise",), torch.ones(1)), torch.ones(1))
+    with pytest.raises(ValueError, match="unknown pair kind"):
+        focal_pair_weights(["shorter"], DEFAULT_DIMS, weights)
+
+
+def test_a_pair_of_weight_zero_has_no_gradient_and_the_others_keep_theirs():
+    torch.manual_seed(0)
+    chosen = torch.randn(2, 3, requires_grad=True)
+    rejected = torch.randn(2, 3, requires_grad=True)
+    ref, mask = torch.zeros(2, 3), torch.ones(2, 3)
+    scores = torch.tensor([1.0, 0.4]), torch.tensor([-1.0, 0.1])
+
+    def grads(weight):
+        loss, _ = preference_loss(chosen, rejected, ref, ref, mask, mask, *scores, PreferenceConfig(), weight_P=weight)
+        return torch.autograd.grad(loss, (chosen, rejected))
+
+    plain, weighted = grads(None), grads(torch.tensor([1.0, 0.0]))
+    for full, part in zip(plain, weighted, strict=True):
+        assert part[1].abs().sum() == 0 and full[1].abs().sum() > 0
+        torch.testing.assert_close(part[0], full[0])  # divided by P either way
+    ones = grads(torch.ones(2))
+    for full, part in zip(plain, ones, strict=True):
+        torch.testing.assert_close(part, full)
+    with pytest.raises(ValueError, match="pair weights"):
+        grads(torch.tensor([1.0, -1.0]))

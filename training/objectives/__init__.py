@@ -18,6 +18,7 @@ from training.objectives.preference import (
     PreferencePair,
     bidirectional_scores,
     build_preference_pairs,
+    focal_pair_weights,
     preference_loss,
     rubric_matrix,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "bidirectional_scores",
     "build_preference_pairs",
     "evo_cot_rewards",
+    "focal_pair_weights",
     "group_advantages",
     "length_reward",
     "on_policy_reverse_kl",

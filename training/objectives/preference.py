@@ -27,7 +27,17 @@ score range of the bidirectional reward is what makes these offsets informative.
 
 **Focal weights.** ``w_d ∝ (1 - sat_d)^gamma``, ``sat_d`` the running mean of on-policy scores of
 dimension d, renormalised at every update: weight moves from dimensions the policy already
-satisfies to those it does not.
+satisfies to those it does not. They enter training twice, both times for that reason:
+
+* in the score (``q`` above), so the offset of a pair of two correct responses reflects the dimensions
+  that still matter;
+* as the pair's training weight (``focal_pair_weights``): a pair whose rejected side lost on one rubric
+  dimension only (``redundant`` -> non_redundant, ``longer`` -> concise) counts ``D * w_d`` in the loss
+  (1 at uniform weights). DPO's gradient per pair does not scale with the score gap, so without this a
+  saturated dimension would keep pulling (ever shorter answers: length hacking); with it, its pairs fade
+  out. Pairs against a wrong or malformed response keep weight 1: the verified signal is never discounted.
+
+    L = sum_p weight_p * (-log sigmoid(...)_p) / P
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ from training.objectives.segments import redundancy_fraction
 DEFAULT_DIMS = ("concise", "non_redundant")
 # Pairs of a prompt are listed with the most informative rejected responses first.
 _KIND_ORDER = {"format": 0, "wrong": 1, "redundant": 2, "longer": 3}
+# The one rubric dimension a pair of two correct, well-formatted responses differs in.
+KIND_DIMENSION = {"redundant": "non_redundant", "longer": "concise"}
 
 
 @config
@@ -189,6 +201,21 @@ def build_preference_pairs(
     return pairs
 
 
+def focal_pair_weights(kinds: Sequence[str], dims: Sequence[str], weights_D: torch.Tensor) -> torch.Tensor:
+    """Training weight [P] of each pair (module docstring): ``D * w_d`` for a pair whose rejected side lost on
+    rubric dimension d alone, 1 for a pair against a wrong or malformed response or about an untracked dimension."""
+    if weights_D.shape != (len(dims),):
+        raise ValueError(f"weights must be [{len(dims)}] for dimensions {list(dims)}, got {tuple(weights_D.shape)}")
+    unknown = sorted(set(kinds) - set(_KIND_ORDER))
+    if unknown:
+        raise ValueError(f"unknown pair kind {unknown[0]!r} (known: {sorted(_KIND_ORDER)})")
+    index = {dim: d for d, dim in enumerate(dims)}
+    scaled_D = weights_D.float() * len(dims)
+    one = scaled_D.new_ones(())
+    per_pair = [scaled_D[index[KIND_DIMENSION[k]]] if KIND_DIMENSION.get(k) in index else one for k in kinds]
+    return torch.stack(per_pair) if per_pair else scaled_D.new_zeros(0)
+
+
 def sequence_logp(logp_PT: torch.Tensor, mask_PT: torch.Tensor) -> torch.Tensor:
     """Summed log-prob [P] of the model tokens of each response, in fp32."""
     if logp_PT.ndim != 2 or logp_PT.shape != mask_PT.shape:
@@ -206,8 +233,10 @@ def preference_loss(
     score_chosen_P: torch.Tensor,
     score_rejected_P: torch.Tensor,
     cfg: PreferenceConfig,
+    weight_P: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean offset-DPO loss over P pairs (module docstring) and raw statistics of the implicit rewards."""
+    """Offset-DPO loss over P pairs, each weighted by ``weight_P`` (all 1 when None) and divided by P (module
+    docstring), and raw statistics of the implicit rewards. A pair of weight 0 contributes no gradient."""
     num_pairs = policy_chosen_PT.shape[0]
     for side, policy, ref, mask in (
         ("chosen", policy_chosen_PT, ref_chosen_PT, mask_chosen_PT),
@@ -218,6 +247,8 @@ def preference_loss(
                 f"{side}: policy {tuple(policy.shape)}, ref {tuple(ref.shape)} and mask {tuple(mask.shape)} "
                 f"must all be [P={num_pairs}, T]"
             )
+    if weight_P is not None and (weight_P.shape != (num_pairs,) or bool((weight_P < 0).any())):
+        raise ValueError(f"pair weights must be [P={num_pairs}] and >= 0, got {weight_P}")
     if score_chosen_P.shape != (num_pairs,) or score_rejected_P.shape != (num_pairs,):
         raise ValueError(
             f"scores must be [P={num_pairs}], got {tuple(score_chosen_P.shape)} and {tuple(score_rejected_P.shape)}"
@@ -230,7 +261,9 @@ def preference_loss(
     implicit_P = cfg.beta * (chosen_P - rejected_P)
     offset_P = cfg.margin_scale * (score_chosen_P.float() - score_rejected_P.float()).clamp(min=0.0)
     # softplus(-x) = -log sigmoid(x), without the underflow of taking log of a tiny sigmoid.
-    loss = F.softplus(-(implicit_P - offset_P)).mean()
+    loss_P = F.softplus(-(implicit_P - offset_P))
+    # Divided by P, not by the weights' sum: a down-weighted pair lowers the step, it does not re-scale the others.
+    loss = loss_P.mean() if weight_P is None else (weight_P.to(loss_P) * loss_P).sum() / num_pairs
     implicit_P = implicit_P.detach()
     stats = {
         "implicit_margin": implicit_P.mean(),

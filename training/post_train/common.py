@@ -6,7 +6,6 @@ Shape legend: B rows, T time, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from configs import PipelineConfig
-from configs.training import OptimConfig
+from configs.training import EngineConfig, PhaseOptimConfig
 
 
 def response_batch(
@@ -40,12 +39,11 @@ def token_logps(model, ids_BT: torch.Tensor, attn_BT: torch.Tensor) -> torch.Ten
     return torch.gather(F.log_softmax(logits_BTV, dim=-1), 2, ids_BT[:, 1:, None])[..., 0]
 
 
-def phase_engine(model, cfg: PipelineConfig, *, lr: float, steps: int):
-    """A fresh optimizer for one phase (constant LR after a short warmup), same backend as configured."""
+def phase_engine(model, engine_cfg: EngineConfig, optim: PhaseOptimConfig, *, updates: int):
+    """A fresh optimizer for one phase of ``updates`` optimizer steps, with the configured backend."""
     from training.engine import build_engine
 
-    optim = dataclasses.replace(OptimConfig(), lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.0)
-    return build_engine(model, cfg.post_train.engine, optim, total_steps=steps)
+    return build_engine(model, engine_cfg, optim.for_updates(updates), total_steps=updates)
 
 
 def evaluate(

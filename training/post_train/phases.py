@@ -89,7 +89,7 @@ def sft_phase(model, tokenizer, rows: pd.DataFrame, cfg: PipelineConfig, on_log:
         tokenizer.token_to_id(PAD),
         tokenizer.token_to_id(EOS),
     )
-    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps)
+    engine = phase_engine(model, cfg.post_train.engine, p.optim, updates=p.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     last: dict[str, float] = {}
     for step in range(1, p.steps + 1):
@@ -103,7 +103,7 @@ def sft_phase(model, tokenizer, rows: pd.DataFrame, cfg: PipelineConfig, on_log:
             "token_accuracy": float(stats["accuracy"]),
             "grad_norm": float(result.grad_norm),
         }
-        if step % 10 == 0 or step == p.steps:
+        if step % p.log_every == 0 or step == p.steps:
             on_log("sft", step, last)
     return {"packed_rows": float(ids_NT.shape[0]), **last}
 
@@ -146,9 +146,15 @@ def rl_phase(model, tokenizer, envs, tasks: Sequence[Any], cfg: PipelineConfig, 
     )
 
     p = cfg.post_train.rl
-    reward_cfg = EvoCoTConfig(format_penalty=p.format_penalty, redundancy_coef=p.redundancy_coef, alpha_min=p.alpha_min)
-    loss_cfg = PolicyLossConfig(level=p.level, eps_low=p.clip_eps, eps_high=p.clip_eps)
-    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps * p.updates_per_batch)
+    reward_cfg = EvoCoTConfig(
+        format_penalty=p.format_penalty,
+        redundancy_coef=p.redundancy_coef,
+        alpha_min=p.alpha_min,
+        compression_coef=p.compression_coef,
+        compression_threshold=p.compression_threshold,
+    )
+    loss_cfg = PolicyLossConfig(level=p.level, eps_low=p.clip_low, eps_high=p.clip_high)
+    engine = phase_engine(model, cfg.post_train.engine, p.optim, updates=p.steps * p.updates_per_batch)
     rng = random.Random(cfg.seed)
     last: dict[str, float] = {}
     for step in range(1, p.steps + 1):
@@ -227,15 +233,22 @@ def preference_phase(
     """On-policy samples -> verified pairs (shortest correct vs worse) -> offset-DPO against the phase's
     starting policy as reference, with the bidirectional score gap as margin.
 
+    Focal rubric weights (METHODS §6.4) follow the on-policy saturation of each rubric dimension: every step's
+    samples update them before its pairs are scored, and they weight each pair's loss
+    (``training.objectives.preference``), so a dimension the policy already satisfies stops pulling.
+
     Each step's pairs pass the ``PreferencePair`` contract before they are trained on; broken pairs go to
     ``ledger``. Returns the last step's metrics and the phase's pairs (kept and counted) as one table."""
     from corpus.tokenizer import PAD
-    from training.objectives import PreferenceConfig, build_preference_pairs, preference_loss
+    from training.objectives import FocalRubricWeights, PreferenceConfig, build_preference_pairs, focal_pair_weights
 
     p = cfg.post_train.preference
-    loss_cfg = PreferenceConfig(beta=p.beta, margin_scale=p.margin_scale)
+    loss_cfg = PreferenceConfig(
+        beta=p.beta, margin_scale=p.margin_scale, focal_gamma=p.focal_gamma, focal_momentum=p.focal_momentum
+    )
+    focal = FocalRubricWeights(p.rubric_dims, loss_cfg)
     reference = copy.deepcopy(model).eval()
-    engine = phase_engine(model, cfg, lr=p.lr, steps=p.steps)
+    engine = phase_engine(model, cfg.post_train.engine, p.optim, updates=p.steps)
     rng = random.Random(cfg.seed + 1)
     pad = tokenizer.token_to_id(PAD)
     last: dict[str, float] = {"pairs": 0.0}
@@ -248,8 +261,8 @@ def preference_phase(
             envs,
             batch_tasks,
             samples=p.samples_per_prompt,
-            temperature=1.0,
-            max_new_tokens=cfg.post_train.rl.max_new_tokens,
+            temperature=p.temperature,
+            max_new_tokens=p.max_new_tokens,
             seed=cfg.seed + 1000 + step,
             max_turns=cfg.post_train.eval.max_tool_turns,
         )
@@ -268,36 +281,30 @@ def preference_phase(
                 }
             )
         verified = {(row["prompt_id"], row["text"]): row["correct"] for row in rows}
-        pairs = build_preference_pairs(rows, max_pairs_per_prompt=1)
-        result = screen_pairs(_pair_table(pairs, by_text, verified, step), ledger, cfg, tokenizer)
+        weights_D = focal.update(_rubric_scores(rows, p.rubric_dims))
+        focal_log = {f"focal_weight_{dim}": float(w) for dim, w in zip(p.rubric_dims, weights_D, strict=True)}
+        pairs = build_preference_pairs(
+            rows, dims=p.rubric_dims, weights_D=weights_D, max_pairs_per_prompt=p.max_pairs_per_prompt
+        )
+        table = _pair_table(pairs, by_text, verified, step)
+        result = screen_pairs(table, ledger, cfg, tokenizer)
         screened.append(result)
         kept = result.kept
         if kept.empty:
-            on_log("preference", step, {"pairs": 0.0, "pairs_quarantined": float(result.rows_quarantined)})
+            on_log("preference", step, {"pairs": 0.0, "pairs_quarantined": float(result.rows_quarantined), **focal_log})
             continue
-        chosen = [by_text[key] for key in zip(kept["prompt_id"], kept["chosen"], strict=True)]
-        rejected = [by_text[key] for key in zip(kept["prompt_id"], kept["rejected"], strict=True)]
-        c_ids, c_attn, c_mask = response_batch(
-            [r.prompt_ids for r in chosen], [r.response_ids for r in chosen], [r.response_mask for r in chosen], pad
-        )
-        r_ids, r_attn, r_mask = response_batch(
-            [r.prompt_ids for r in rejected],
-            [r.response_ids for r in rejected],
-            [r.response_mask for r in rejected],
-            pad,
-        )
-        with torch.no_grad():
-            ref_c, ref_r = token_logps(reference, c_ids, c_attn), token_logps(reference, r_ids, r_attn)
-        loss, stats = preference_loss(
-            token_logps(engine, c_ids, c_attn),
-            token_logps(engine, r_ids, r_attn),
-            ref_c,
-            ref_r,
-            c_mask,
-            r_mask,
+        kind_of = dict(zip(table["pair_id"], (pp.kind for pp in pairs), strict=True))
+        weight_P = focal_pair_weights([kind_of[i] for i in kept["pair_id"]], p.rubric_dims, weights_D)
+        loss, stats = pair_loss(
+            engine,
+            reference,
+            [by_text[key] for key in zip(kept["prompt_id"], kept["chosen"], strict=True)],
+            [by_text[key] for key in zip(kept["prompt_id"], kept["rejected"], strict=True)],
             torch.tensor(kept["chosen_reward"].to_numpy(), dtype=torch.float32),
             torch.tensor(kept["rejected_reward"].to_numpy(), dtype=torch.float32),
+            weight_P,
             loss_cfg,
+            pad,
         )
         engine.backward(loss)
         engine.step()
@@ -305,10 +312,63 @@ def preference_phase(
             "loss": float(loss.detach()),
             "pairs": float(len(kept)),
             "pairs_quarantined": float(result.rows_quarantined),
+            "pair_weight_mean": float(weight_P.mean()),
+            **focal_log,
             **{k: float(v) for k, v in stats.items() if v.numel() == 1},
         }
         on_log("preference", step, last)
     return last, IntakeResult.concat("preference_pairs", screened)
+
+
+def _rubric_scores(rows: Sequence[Mapping[str, Any]], dims: Sequence[str]) -> torch.Tensor:
+    """Rubric scores [N, D] of one step's samples, each prompt's group scored on its own (the ``concise``
+    dimension is a position within the group)."""
+    from training.objectives import rubric_matrix
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["prompt_id"], []).append(row)
+    return torch.cat([rubric_matrix(group, dims) for group in groups.values()])
+
+
+def pair_loss(
+    policy,
+    reference,
+    chosen: Sequence[Any],
+    rejected: Sequence[Any],
+    score_chosen_P: torch.Tensor,
+    score_rejected_P: torch.Tensor,
+    weight_P: torch.Tensor,
+    loss_cfg: Any,
+    pad_id: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The preference phase's loss on P pairs of rollouts (``prompt_ids``, ``response_ids``,
+    ``response_mask``): offset DPO of ``policy`` against ``reference``, pair p weighted by ``weight_P[p]``."""
+    from training.objectives import preference_loss
+
+    c_ids, c_attn, c_mask = response_batch(
+        [r.prompt_ids for r in chosen], [r.response_ids for r in chosen], [r.response_mask for r in chosen], pad_id
+    )
+    r_ids, r_attn, r_mask = response_batch(
+        [r.prompt_ids for r in rejected],
+        [r.response_ids for r in rejected],
+        [r.response_mask for r in rejected],
+        pad_id,
+    )
+    with torch.no_grad():
+        ref_c, ref_r = token_logps(reference, c_ids, c_attn), token_logps(reference, r_ids, r_attn)
+    return preference_loss(
+        token_logps(policy, c_ids, c_attn),
+        token_logps(policy, r_ids, r_attn),
+        ref_c,
+        ref_r,
+        c_mask,
+        r_mask,
+        score_chosen_P,
+        score_rejected_P,
+        loss_cfg,
+        weight_P=weight_P,
+    )
 
 
 def _pair_table(
