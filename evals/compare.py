@@ -181,6 +181,7 @@ def load_engine(folder: str | Path, *, base=None, batch_size: int = 64):
     from tokenizers import Tokenizer
 
     from inference.native import NativeEngine
+    from kernels.dispatch import place
     from model import load_checkpoint
 
     folder = checkpoint_folder(folder)
@@ -189,7 +190,8 @@ def load_engine(folder: str | Path, *, base=None, batch_size: int = 64):
     ids = {key: tokenizer.token_to_id(special.get(key) or "") for key in ("eos_token", "pad_token")}
     if None in ids.values():
         raise ValueError(f"{folder}/tokenizer_config.json: eos_token and pad_token must name tokens of the tokenizer")
-    model = load_checkpoint(folder, base=base).eval()
+    # Evaluated where the stages train and generate (the one device decision), not wherever it was loaded.
+    model = place(load_checkpoint(folder, base=base)).eval()
     return NativeEngine(model, tokenizer, eos_id=ids["eos_token"], pad_id=ids["pad_token"], batch_size=batch_size)
 
 

@@ -18,6 +18,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 FORCE_TRITON_ENV = "LING26_FORCE_TRITON"
+# Overrides the device decision, e.g. "cpu" on a GPU machine.
+DEVICE_ENV = "LING26_DEVICE"
 
 _announced: set[str] = set()
 
@@ -44,12 +46,25 @@ def use_triton(x: torch.Tensor) -> bool:
 
 
 def default_device() -> torch.device:
-    """The device the project trains and generates on: the first CUDA device when there is one, else CPU.
+    """The device the project trains and generates on: this worker's CUDA device when there is one, else CPU.
 
     This is the one place that asks; every stage takes its device from here (or from a tensor it is
-    given), so a CPU run and a GPU run differ only in what this returns.
+    given), so a CPU run and a GPU run differ only in what this returns. ``LING26_DEVICE`` overrides it
+    (``LING26_DEVICE=cpu`` keeps a run on the CPU of a GPU machine). Under a launcher each local worker
+    takes the GPU of its ``LOCAL_RANK``, as DeepSpeed does.
     """
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    forced = os.environ.get(DEVICE_ENV, "").strip()
+    if forced:
+        return torch.device(forced)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
+
+
+def place(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` moved to :func:`default_device` (in place, returned for chaining); a no-op on CPU runs."""
+    return module.to(default_device())
 
 
 def device_summary() -> str:

@@ -1,9 +1,10 @@
-"""Training library shared by every stage: engine (DeepSpeed ZeRO or torch), WSM schedule, atomic
+"""Training library shared by every stage: engine (DeepSpeed ZeRO or torch), WSM schedule and merge, atomic
 verified checkpoints, deterministic token batches, the resumable loop and a torchrun launcher.
 
 DeepSpeed is imported only when a DeepSpeed engine is built, so importing this package stays cheap.
 """
 
+from training.builder import build_engine
 from training.checkpoint import (
     CheckpointCorrupt,
     latest_checkpoint,
@@ -14,10 +15,11 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.data import TokenBatches
-from training.engine import Engine, StepResult, build_engine
+from training.engine import Engine, StepResult
 from training.launch import run_distributed
 from training.loop import TrainResult, train
-from training.schedule import merge_checkpoints, wsm_lr_factor
+from training.merge import load_merged, merge_checkpoints
+from training.schedule import wsm_lr_factor
 from training.state_io import load_state, save_state
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_merged",
     "load_model_weights",
     "load_state",
     "merge_checkpoints",

@@ -27,24 +27,54 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from configs.base import to_dict
+from configs.training import EngineConfig, OptimConfig
 from model.weights_io import load_owned
 from training.state_io import load_state, save_state, state_paths
-
-if TYPE_CHECKING:
-    from training.engine import Engine
 
 FORMAT = "ling26-checkpoint/1"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.safetensors"
 _STEP_DIR = re.compile(r"step-(\d+)")
 _TMP_MARK = ".tmp-"
+
+
+class CheckpointEngine(Protocol):
+    """What checkpointing needs of a training engine (``training.engine.Engine`` satisfies it). A Protocol, so
+    that checkpoint I/O never imports the engines: it sits below them in the import order (the loop and the
+    merge import both), and no import has to be deferred to keep the order acyclic."""
+
+    engine_cfg: EngineConfig
+    optim_cfg: OptimConfig
+    device: torch.device
+    rank: int
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def layout(self) -> dict[str, Any]: ...
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def optimizer_state_dict(self) -> dict[str, Any]: ...
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def scheduler_state_dict(self) -> dict[str, Any]: ...
+
+    def load_scheduler_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def broadcast_object(self, obj: Any) -> Any: ...
+
+    def barrier(self) -> None: ...
 
 
 class CheckpointCorrupt(RuntimeError):
@@ -155,7 +185,7 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
         torch.get_device_module(device.type).set_rng_state(state["device"], device)
 
 
-def save_checkpoint(engine: Engine, root: Path, *, step: int, data_state: Any, extra: Any = None) -> Path:
+def save_checkpoint(engine: CheckpointEngine, root: Path, *, step: int, data_state: Any, extra: Any = None) -> Path:
     """Write ``<root>/step-{step:06d}`` atomically. Collective: every rank must call it."""
     root = Path(root)
     final = root / checkpoint_name(step)
@@ -195,7 +225,7 @@ def save_checkpoint(engine: Engine, root: Path, *, step: int, data_state: Any, e
     return final
 
 
-def load_checkpoint(engine: Engine, path: Path) -> tuple[int, Any, Any]:
+def load_checkpoint(engine: CheckpointEngine, path: Path) -> tuple[int, Any, Any]:
     """Restore weights, optimizer, schedule and RNG into ``engine``; returns ``(step, data_state, extra)``.
 
     The checkpoint must come from the same layout (world size, ZeRO stage, precision): optimizer

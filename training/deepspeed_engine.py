@@ -1,6 +1,7 @@
 """DeepSpeed backend of the training engine: ZeRO 0-3, fp32 or bf16, optional CPU offload of the optimizer.
 
-DeepSpeed chooses its accelerator itself (CPU + gloo on CPU machines, CUDA + NCCL on GPUs). Under a
+DeepSpeed chooses its accelerator itself (CPU + gloo on CPU machines, CUDA + NCCL on GPUs); the engine checks
+that it agrees with ``kernels.dispatch.default_device()``, the project's one device decision. Under a
 launcher (torchrun, the deepspeed launcher, Flyte Elastic) it joins their process group; started as a
 plain process it becomes a world of one on an in-memory store, so parallel runs never fight over a port.
 
@@ -15,10 +16,15 @@ How it is driven, and why:
 - DeepSpeed's optimizer state dicts hold a ``LossScaler`` object and namedtuple slice maps, which need
   pickle. The scaler is kept as its attributes and set back into the live scaler; the slice maps are
   rebuilt at initialize and read only by DeepSpeed's universal checkpoints, so they are dropped.
+- Weights move only through the engine: ``load_full_state_dict`` and ``full_state_dict`` gather each ZeRO-3
+  parameter (one at a time, to bound memory), and ``full_module`` hands out a plain replica with the full
+  weights, built from a meta-device skeleton copied before ZeRO-3 partitioned the model (no second copy
+  of the weights, none of DeepSpeed's hooks).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +37,7 @@ from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
 from torch import nn
 
 from configs.training import EngineConfig, OptimConfig
+from kernels.dispatch import default_device
 from training.engine import Engine, adamw_hparams, clip_gradients, cpu_copy, trainable_param_groups
 
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
@@ -88,6 +95,19 @@ def _join_or_start_world() -> None:
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
+def meta_skeleton(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and persistent buffers are meta tensors (no storage): the shape of
+    the model without its weights. Non-persistent buffers (rotary tables, ...) are copied as they are, since no
+    state dict carries them back. Shared tensors stay shared."""
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in module.state_dict(keep_vars=True).values():
+        if id(tensor) not in memo:
+            meta = tensor.detach().to("meta")
+            memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    # deepcopy takes what the memo already maps instead of copying it.
+    return copy.deepcopy(module, memo)
+
+
 class DeepSpeedEngine(Engine):
     def __init__(
         self,
@@ -110,7 +130,15 @@ class DeepSpeedEngine(Engine):
             grad_accum_steps=grad_accum_steps,
             trainable_numel=sum(p.numel() for p in self._params),
         )
+        # ZeRO-3 partitions the model in place and hooks its modules; the skeleton is taken before either.
+        self._skeleton = meta_skeleton(model) if engine_cfg.zero_stage == 3 else None
         self._ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
+        decided = default_device()
+        if self._ds.device.type != decided.type:
+            raise RuntimeError(
+                f"DeepSpeed runs on {self._ds.device} but kernels.dispatch.default_device() is {decided}: DeepSpeed "
+                "chose its accelerator before the decision was known (set DS_ACCELERATOR to match)"
+            )
         super().__init__(
             model,
             engine_cfg,
@@ -166,6 +194,22 @@ class DeepSpeedEngine(Engine):
         if not isinstance(optimizer, torch.optim.Optimizer):
             # ZeRO and bf16 keep fp32 master copies; without this the next step would undo the load.
             optimizer.refresh_fp32_params()
+
+    def full_module(self) -> nn.Module:
+        if self._skeleton is None:
+            return self.module
+        full: dict[str, torch.Tensor] = {}
+        seen: dict[int, torch.Tensor] = {}
+        for name, tensor in self._named_tensors().items():
+            if id(tensor) not in seen:
+                # modifier_rank=None: every rank receives the full tensor, and re-partitioning on exit is local.
+                with deepspeed.zero.GatheredParameters([tensor], enabled=hasattr(tensor, "ds_id")):
+                    seen[id(tensor)] = tensor.detach().clone()
+            full[name] = seen[id(tensor)]
+        replica = copy.deepcopy(self._skeleton)
+        replica.load_state_dict(full, strict=True, assign=True)
+        replica.train(self.module.training)
+        return replica.to(self.device)
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         optimizer = self._ds.optimizer

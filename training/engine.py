@@ -10,7 +10,13 @@ Protocol of one optimizer step::
 Forward goes through the engine because DeepSpeed attaches its ZeRO backward bookkeeping to the outputs
 of its own forward. ``engine.module`` is the unwrapped model for everything else (attributes, MoE bias
 updates, evaluation). Only parameters that require grad are given to the optimizer, so frozen ones are
-never touched (no weight decay either). The engine decides the device; no other training module asks.
+never touched (no weight decay either). Every engine places the model on ``kernels.dispatch.default_device()``
+(DeepSpeed through its accelerator, checked against it), the project's one device decision.
+
+This module is the interface only: the backends live in ``training.torch_engine`` and
+``training.deepspeed_engine`` and ``training.builder.build_engine`` picks one, so no backend imports the
+module that builds it. Checkpoint code types against ``training.checkpoint.CheckpointEngine`` (a Protocol
+this class satisfies) and never imports this module.
 """
 
 from __future__ import annotations
@@ -177,6 +183,12 @@ class Engine(abc.ABC):
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Collective. Load full weights (every rank passes them) and refresh any master copies."""
 
+    def full_module(self) -> nn.Module:
+        """Collective. A module with the full weights on every rank, for work outside the engine (evaluation,
+        conversions, export). Backends whose ``module`` already holds full weights on every rank return it
+        (the same object); ZeRO-3 returns a plain replica with its shards gathered."""
+        return self.module
+
     @abc.abstractmethod
     def optimizer_state_dict(self) -> dict[str, Any]:
         """This rank's optimizer state as plain nested data (no objects that would need pickle)."""
@@ -216,118 +228,3 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     if max_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
-
-
-class TorchEngine(Engine):
-    """Plain torch: fp32, no ZeRO; several processes average their gradients with one all-reduce."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        engine_cfg: EngineConfig,
-        optim_cfg: OptimConfig,
-        *,
-        total_steps: int,
-        grad_accum_steps: int,
-        param_groups: Iterable[dict[str, Any]] | None,
-    ) -> None:
-        if engine_cfg.zero_stage != 0 or engine_cfg.precision != "fp32":
-            raise ValueError("backend='torch' supports zero_stage=0 and precision='fp32' only; use backend='deepspeed'")
-        if launched_world_size() > 1 and not dist.is_initialized():
-            # backend=None: gloo for CPU tensors and the accelerator's backend for device tensors.
-            dist.init_process_group()
-        accelerator = torch.accelerator.current_accelerator()
-        device = torch.device("cpu")
-        if accelerator is not None:
-            device = torch.device(accelerator.type, int(os.environ.get("LOCAL_RANK", "0")))
-            torch.accelerator.set_device_index(device.index)
-        model.to(device)
-        super().__init__(
-            model, engine_cfg, optim_cfg, total_steps=total_steps, grad_accum_steps=grad_accum_steps, device=device
-        )
-        groups = trainable_param_groups(model, optim_cfg, param_groups)
-        self._params = [p for group in groups for p in group["params"]]
-        self.optimizer = torch.optim.AdamW(groups, **adamw_hparams(optim_cfg), foreach=None)
-        self._record_peak_lrs()
-        if self.world_size > 1:
-            # Same start on every rank, as DeepSpeed does at initialize.
-            for tensor in [*model.parameters(), *model.buffers()]:
-                dist.broadcast(tensor.data, src=0)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
-
-    def _backward(self, loss: torch.Tensor, *, last: bool) -> None:
-        (loss / self.grad_accum_steps).backward()
-
-    def _step(self) -> torch.Tensor:
-        if self.world_size > 1:
-            # A parameter unused on this rank (an idle expert) still joins with zeros, or the flat buffers
-            # of the ranks would differ in length.
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            for param, grad in zip(self._params, grads, strict=True):
-                param.grad = grad
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            flat /= self.world_size
-            for grad, reduced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-                grad.copy_(reduced.view_as(grad))
-        norm = clip_gradients(self._params, self.engine_cfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
-
-    def _optimizer_param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        if not self.is_main:
-            return {}
-        return {name: cpu_copy(t) for name, t in self.module.state_dict().items()}
-
-    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state, strict=True)
-
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
-
-
-def build_engine(
-    model: nn.Module,
-    engine_cfg: EngineConfig,
-    optim_cfg: OptimConfig,
-    *,
-    total_steps: int,
-    param_groups: Iterable[dict[str, Any]] | None = None,
-    grad_accum_steps: int = 1,
-    micro_batch_size: int = 1,
-) -> Engine:
-    """Wrap ``model`` for training with the backend ``engine_cfg.backend`` names.
-
-    ``total_steps`` sizes the schedule; ``micro_batch_size`` only feeds DeepSpeed's bookkeeping.
-    Without a launcher, DeepSpeed runs as a world of one (see ``training.deepspeed_engine``).
-    """
-    if engine_cfg.backend == "torch":
-        return TorchEngine(
-            model,
-            engine_cfg,
-            optim_cfg,
-            total_steps=total_steps,
-            grad_accum_steps=grad_accum_steps,
-            param_groups=param_groups,
-        )
-    # Imported here: DeepSpeed takes seconds to import and the torch backend must not pay for it.
-    from training.deepspeed_engine import DeepSpeedEngine
-
-    return DeepSpeedEngine(
-        model,
-        engine_cfg,
-        optim_cfg,
-        total_steps=total_steps,
-        grad_accum_steps=grad_accum_steps,
-        micro_batch_size=micro_batch_size,
-        param_groups=param_groups,
-    )

@@ -43,12 +43,13 @@ def run_pretrain(
     from evals.harness import evaluate_policy, heldout_loss, unigram_loss
     from evals.tasks import eval_tasks
     from inference.native import NativeEngine
+    from kernels.dispatch import place
     from model import Ling2ForCausalLM, count_parameters, export_hf, load_hf
+    from training.builder import build_engine
     from training.data import TokenBatches
-    from training.engine import build_engine
     from training.lm import expert_bias_updater, lm_loss_fn, load_balance
     from training.loop import train
-    from training.schedule import merge_checkpoints
+    from training.merge import load_merged
 
     pcfg, loop = cfg.pretrain, cfg.pretrain.loop
     torch.manual_seed(cfg.seed)
@@ -58,7 +59,8 @@ def run_pretrain(
     metrics: dict[str, Any] = {"unigram_heldout_loss": unigram_loss(train_tokens, heldout_tokens, cfg.model.vocab_size)}
 
     if pcfg.base_checkpoint:
-        model = load_hf(pcfg.base_checkpoint, base=cfg.model)
+        # No engine here to place it: the imported base goes where the trained one would (the one decision).
+        model = place(load_hf(pcfg.base_checkpoint, base=cfg.model))
         metrics["imported_from"] = pcfg.base_checkpoint
     else:
         model = Ling2ForCausalLM(cfg.model)
@@ -101,16 +103,18 @@ def run_pretrain(
         )
         metrics.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
         metrics.update(resumed_from_step=result.resumed_from, world_size=engine.world_size)
+        # Weights leave the engine only through it: under ZeRO-3 each rank holds shards, so every rank takes
+        # part in gathering them (full_module) and in loading the merge (load_merged) before rank 0 goes on.
+        model = engine.full_module()
+        if engine.is_main:
+            model.eval()
+            metrics["heldout_loss_last"] = heldout_loss(
+                model, heldout_tokens, seq_len=loop.seq_len, max_windows=pcfg.eval.heldout_windows
+            )
+        model = load_merged(engine, list(result.checkpoints)[-pcfg.optim.merge_last_k :])
         if not engine.is_main:
-            # Training was the only collective work; merging, evaluation and export are rank 0's.
+            # Evaluation and export are rank 0's.
             return metrics
-        model = engine.module
-        model.eval()
-        metrics["heldout_loss_last"] = heldout_loss(
-            model, heldout_tokens, seq_len=loop.seq_len, max_windows=pcfg.eval.heldout_windows
-        )
-        merged = merge_checkpoints(list(result.checkpoints)[-pcfg.optim.merge_last_k :])
-        model.load_state_dict(merged)
         metrics["merged_checkpoints"] = min(len(result.checkpoints), pcfg.optim.merge_last_k)
 
     model.eval()

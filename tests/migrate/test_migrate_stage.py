@@ -16,9 +16,9 @@ from evals.parity_gate import ParityGateFailed
 from model import load_hf, load_hybrid_hf
 from model.migration import freeze_for_linear_warmup, fuse_qk_norm, gqa_to_hybrid, heldout_loss
 from training.checkpoint import list_checkpoints
+from training.merge import merge_checkpoints
 from training.migrate.phases import CONVERSIONS, PHASES, POINTS, heldout_windows, train_phase
 from training.migrate.run import run_migrate
-from training.schedule import merge_checkpoints
 
 
 def test_heldout_windows_score_like_the_harness(world):

@@ -10,6 +10,7 @@ import torch
 from training_toys import lm_loss, markov_tokens, same, toy_model
 
 from configs.training import EngineConfig, OptimConfig
+from training.builder import build_engine
 from training.checkpoint import (
     CheckpointCorrupt,
     capture_rng,
@@ -21,7 +22,6 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.data import TokenBatches
-from training.engine import build_engine
 
 TOKENS = markov_tokens(4000)
 

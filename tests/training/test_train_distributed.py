@@ -8,9 +8,9 @@ import torch
 from training_toys import lm_loss, markov_tokens, toy_model
 
 from configs.training import EngineConfig, OptimConfig, TrainLoopConfig
+from training.builder import build_engine
 from training.checkpoint import load_model_weights
 from training.data import TokenBatches
-from training.engine import build_engine
 from training.launch import run_distributed
 from training.loop import train
 

@@ -6,9 +6,10 @@ import torch
 from training_toys import lm_loss, markov_tokens, toy_model
 
 from configs.training import EngineConfig, OptimConfig
+from training.builder import build_engine
 from training.data import TokenBatches
 from training.deepspeed_engine import deepspeed_config
-from training.engine import build_engine, trainable_param_groups
+from training.engine import trainable_param_groups
 
 TOKENS = markov_tokens(4000)
 

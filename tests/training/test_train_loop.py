@@ -5,9 +5,9 @@ import torch
 from training_toys import lm_loss, markov_tokens, same, toy_model
 
 from configs.training import EngineConfig, OptimConfig, TrainLoopConfig
+from training.builder import build_engine
 from training.checkpoint import list_checkpoints, load_model_weights
 from training.data import TokenBatches
-from training.engine import build_engine
 from training.loop import progress_enabled, train
 
 TOKENS = markov_tokens(4000)

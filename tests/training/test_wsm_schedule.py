@@ -5,9 +5,10 @@ import torch
 from training_toys import toy_model
 
 from configs.training import EngineConfig, OptimConfig
+from training.builder import build_engine
 from training.checkpoint import save_checkpoint
-from training.engine import build_engine
-from training.schedule import merge_checkpoints, wsm_lr_factor
+from training.merge import merge_checkpoints
+from training.schedule import wsm_lr_factor
 
 
 def test_warmup_is_linear_and_reaches_the_peak_on_its_last_step():

@@ -27,7 +27,7 @@ OnLog = Callable[[str, int, Mapping[str, float]], None]
 
 def phase_engine(model: torch.nn.Module, cfg: DistillConfig, *, lr: float, steps: int):
     """A fresh optimizer for one phase (constant LR after a short warmup), on the configured backend."""
-    from training.engine import build_engine
+    from training.builder import build_engine
 
     optim = dataclasses.replace(OptimConfig(), lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.0)
     return build_engine(model, cfg.engine, optim, total_steps=max(1, steps))

@@ -56,6 +56,7 @@ def run_distill(
     from corpus.tokenizer import PAD, load_tokenizer
     from environments import all_environments
     from evals.tasks import eval_tasks
+    from kernels.dispatch import place
     from model import export_checkpoint, load_checkpoint
     from training.distill.phases import logit_phase, on_policy_phase
     from training.distill.report import STUDENT_AFTER, comparison_metrics, family_comparison
@@ -76,7 +77,7 @@ def run_distill(
     envs = all_environments(cfg.environments)
     tokenizer = load_tokenizer(curated / "tokenizer")
     student_folder = (Path(student) / "checkpoint").resolve()
-    model = load_checkpoint(student_folder, base=cfg.model)
+    model = place(load_checkpoint(student_folder, base=cfg.model))  # the one device decision
     routing = {f: t for f, t in sorted(d.teachers.items()) if f in cfg.environments.families}
     by_name, teacher_of = load_teachers(teachers, routing, base=cfg.model)
     prompts = pd.read_parquet(curated / f"{d.sampling.prompt_table}.parquet")

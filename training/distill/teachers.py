@@ -35,6 +35,7 @@ def load_teachers(
 ) -> tuple[dict[str, Teacher], dict[str, Teacher]]:
     """``({teacher name: Teacher}, {family: Teacher})`` for the teachers ``routing`` names; a folder handed
     in under two names is loaded once (until the KPop-RL stage exists, post_train's folder serves as both)."""
+    from kernels.dispatch import place
     from model import load_checkpoint
 
     missing = sorted({name for name in routing.values() if name not in teachers})
@@ -48,7 +49,7 @@ def load_teachers(
     for name in sorted(set(routing.values())):
         folder = (Path(teachers[name]) / "checkpoint").resolve()
         if folder not in by_folder:
-            by_folder[folder] = load_checkpoint(folder, base=base).eval().requires_grad_(False)
+            by_folder[folder] = place(load_checkpoint(folder, base=base)).eval().requires_grad_(False)
         loaded[name] = Teacher(name, folder, by_folder[folder])
     return loaded, {family: loaded[name] for family, name in routing.items()}
 

@@ -85,6 +85,7 @@ def run_migrate(
     Raises ``ParityGateFailed`` when the gate fails."""
     from corpus.shards import read_shards
     from evals.harness import unigram_loss
+    from kernels.dispatch import place
     from model import load_hf
     from model.migration import (
         convert_to_mla,
@@ -96,7 +97,7 @@ def run_migrate(
         unfreeze_all,
     )
     from tasks.common import is_main_process
-    from training.schedule import merge_checkpoints
+    from training.merge import load_merged
 
     torch.manual_seed(cfg.seed)
     for name in OUTPUTS:
@@ -107,7 +108,8 @@ def run_migrate(
             stale.unlink()
     train_tokens = read_shards(curated / "shards", "train")
     heldout_tokens = read_shards(curated / "shards", "heldout")
-    base_model = load_hf(base / "checkpoint", base=cfg.model).eval()
+    # The one device decision; the phases' engines keep the model there, and measurements follow the model.
+    base_model = place(load_hf(base / "checkpoint", base=cfg.model)).eval()
     base_model.requires_grad_(False)
     # Ling-2.0 keys from the checkpoint, hybrid shapes (MLA ranks, layer groups) from the pipeline's model config.
     config = base_model.config
@@ -181,7 +183,8 @@ def run_migrate(
 
         cpt.info["heldout_loss_last"] = heldout_loss(model, on_device(heldout, model))
         merged = list(cpt.checkpoints)[-mcfg.merge_last_k :]
-        model.load_state_dict(merge_checkpoints(merged))
+        # Through the engine, which gathers under ZeRO-3; with ZeRO 0-2 this is the same module, now merged.
+        model = load_merged(cpt.engine, merged).eval()
         cpt.info["merged_checkpoints"] = len(merged)
     model.requires_grad_(False)
     final = tracker.measure("continued_pretraining", model, step=step)

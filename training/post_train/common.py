@@ -41,7 +41,7 @@ def token_logps(model, ids_BT: torch.Tensor, attn_BT: torch.Tensor) -> torch.Ten
 
 def phase_engine(model, engine_cfg: EngineConfig, optim: PhaseOptimConfig, *, updates: int):
     """A fresh optimizer for one phase of ``updates`` optimizer steps, with the configured backend."""
-    from training.engine import build_engine
+    from training.builder import build_engine
 
     return build_engine(model, engine_cfg, optim.for_updates(updates), total_steps=updates)
 

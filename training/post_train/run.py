@@ -37,6 +37,7 @@ def run_post_train(
     from corpus.tokenizer import load_tokenizer
     from environments import all_environments
     from evals.tasks import eval_tasks, tasks_from_frame
+    from kernels.dispatch import place
     from model import export_checkpoint, load_checkpoint
     from training.post_train.phases import preference_phase, rl_phase, sft_phase, sft_rows
 
@@ -50,7 +51,7 @@ def run_post_train(
 
     envs = all_environments(cfg.environments)
     tokenizer = load_tokenizer(curated / "tokenizer")
-    model = load_checkpoint(base / "checkpoint", base=cfg.model)
+    model = place(load_checkpoint(base / "checkpoint", base=cfg.model))  # the one device decision
     candidates = pd.read_parquet(curated / "candidates.parquet")
     sft_table = pd.read_parquet(curated / "sft.parquet")
     rl_tasks = tasks_from_frame(pd.read_parquet(curated / "rl_prompts.parquet"))

@@ -188,6 +188,7 @@ def run_kpop_rl(
     from data_contracts.rollouts import TABLE
     from evals.tasks import eval_tasks
     from inference.weight_sync import InProcessBackend, VersionedEngine, WeightSync
+    from kernels.dispatch import place
     from model import export_checkpoint, load_checkpoint
     from training.objectives.policy_gradient import PolicyLossConfig
     from training.rl.contracted import ContractedTrainer
@@ -209,7 +210,8 @@ def run_kpop_rl(
 
     envs = agentic_environments(cfg)
     tokenizer = load_tokenizer(curated / "tokenizer")
-    policy = load_checkpoint(base / "checkpoint", base=cfg.model)
+    # The one device decision; the rollout copy, the optimizer and the trainer's batches follow the policy.
+    policy = place(load_checkpoint(base / "checkpoint", base=cfg.model))
     eval_set = [t for t in eval_tasks(curated, rl.eval_prompts_per_family) if t.family in envs]
     before = evaluate(policy, tokenizer, envs, eval_set, rl, "before")
     metrics: dict[str, Any] = eval_metrics(before)

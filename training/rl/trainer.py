@@ -36,6 +36,10 @@ class RLBatch:
     advantages_B: torch.Tensor
     rewards_B: torch.Tensor
 
+    def to(self, device: torch.device) -> RLBatch:
+        """The batch on ``device`` (the same tensors when they are already there)."""
+        return RLBatch(**{name: tensor.to(device) for name, tensor in vars(self).items()})
+
 
 def collate(groups: Sequence[RolloutGroup], pad_id: int) -> RLBatch:
     """Right-padded rows of every record of ``groups`` (group by group), advantages normalised per group."""
@@ -115,12 +119,17 @@ class DecoupledPPOTrainer:
         return token_logps(self.forward(batch.ids_BT, batch.attn_BT), batch.ids_BT)
 
     def train_step(self, groups: Sequence[RolloutGroup], *, version: int) -> dict[str, float]:
-        batch = collate(groups, self.pad_id)
-        units_BT = self.unit_ids_fn(batch) if self.unit_ids_fn is not None else None
+        host = collate(groups, self.pad_id)
+        units_BT = self.unit_ids_fn(host) if self.unit_ids_fn is not None else None
+        # Rows are built on the host; the update runs where the model is (kernels.dispatch put it there).
+        device = next(self.model.parameters()).device
+        batch = host.to(device)
+        units_BT = units_BT.to(device) if units_BT is not None else None
         with torch.no_grad():
             logp_prox_BT = self._logps(batch)
         if self.token_sink is not None:
-            self.token_sink(batch, logp_prox_BT)
+            # The sink writes numpy logs: host tensors (on CPU runs these are the very same tensors).
+            self.token_sink(host, logp_prox_BT.cpu())
         num_tokens = batch.target_BT.sum().clamp_min(1)
         out: dict[str, float] = {}
         for update in range(self.updates_per_step):
