@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (tiny_cpu | small_gpu | ling26_flash | ling26_1t), OVERRIDES='curate.seq_len=128 seed=7'"
+	@echo "  variables: PROFILE=$(PROFILE) (tiny_cpu | small_gpu | ling26_flash | ling26_1t), OVERRIDES='curate.stdlib_max_files=50 seed=7'"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)

@@ -55,7 +55,6 @@ class CurateConfig:
     decontam_ngram: int = 8
     # Tokenizer and shards.
     vocab_size: int = 1024
-    seq_len: int = 256
     shard_tokens: int = 262144
     heldout_fraction: float = 0.02
 

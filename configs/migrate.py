@@ -50,9 +50,16 @@ class MigrateConfig:
     heldout_windows: int = 128
     # Gate: after continued pre-training, held-out loss <= base held-out loss + this margin (nats).
     parity_margin_nats: float = 0.05
+    # Every phase trains on micro_batch_size x grad_accum_steps windows of seq_len tokens per rank and step.
     micro_batch_size: int = 32
+    grad_accum_steps: int = 1
     seq_len: int = 128
+    # AdamW of every phase (each phase starts a fresh optimizer; its lr and warmup are the phase's own).
+    betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
     weight_decay: float = 0.1
+    # 0: WSM, constant after warmup (the paper's); in (0, 1): cosine down to this fraction of the peak.
+    min_lr_ratio: float = 0.0
     # Continued pre-training ends on the mean of its last k checkpoints (WSM), as pre-training does.
     merge_last_k: int = 4
     log_every: int = 10
@@ -61,8 +68,19 @@ class MigrateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.calibration_windows, self.heldout_windows, self.micro_batch_size, self.seq_len) < 1:
-            raise ConfigError("migrate: calibration_windows, heldout_windows, micro_batch_size, seq_len must be >= 1")
+        sizes = (
+            self.calibration_windows,
+            self.heldout_windows,
+            self.micro_batch_size,
+            self.grad_accum_steps,
+            self.seq_len,
+        )
+        if min(sizes) < 1:
+            raise ConfigError(
+                "migrate: calibration_windows, heldout_windows, micro_batch_size, grad_accum_steps, seq_len must be >= 1"
+            )
+        if not 0.0 <= self.min_lr_ratio < 1.0:
+            raise ConfigError(f"migrate.min_lr_ratio must lie in [0, 1), got {self.min_lr_ratio}")
         if min(self.merge_last_k, self.log_every, self.checkpoint_every) < 1:
             raise ConfigError("migrate: merge_last_k, log_every, checkpoint_every must be >= 1")
         if self.keep_checkpoints < self.merge_last_k:

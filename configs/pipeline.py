@@ -19,11 +19,22 @@ from configs.base import (
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.distill import DistillConfig
 from configs.evaluation import EvaluateConfig, scale_evaluate
-from configs.migrate import MigrateConfig
+from configs.migrate import MigrateConfig, MigratePhaseConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
 from configs.publish import PublishConfig
 from configs.rl import KPopRLConfig, scale_kpop_rl
-from configs.training import PostTrainConfig, PretrainConfig
+from configs.training import (
+    EngineConfig,
+    OptimConfig,
+    PhaseOptimConfig,
+    PostTrainConfig,
+    PreferencePhaseConfig,
+    PretrainConfig,
+    RLPhaseConfig,
+    RowContractsConfig,
+    SFTPhaseConfig,
+    TrainLoopConfig,
+)
 
 
 @config
@@ -56,6 +67,10 @@ class PipelineConfig:
         for name, seq_len in (
             ("pretrain.loop.seq_len", self.pretrain.loop.seq_len),
             ("migrate.seq_len", self.migrate.seq_len),
+            ("post_train.sft.seq_len", self.post_train.sft.seq_len),
+            ("post_train.contracts.max_pair_tokens", self.post_train.contracts.max_pair_tokens),
+            ("post_train.rl.max_new_tokens", self.post_train.rl.max_new_tokens),
+            ("post_train.preference.max_new_tokens", self.post_train.preference.max_new_tokens),
         ):
             if seq_len > self.model.max_position_embeddings:
                 raise ConfigError(f"{name} ({seq_len}) exceeds model.max_position_embeddings")
@@ -77,7 +92,17 @@ def tiny_cpu() -> PipelineConfig:
 
 
 def small_gpu() -> PipelineConfig:
+    """One GPU, hours not weeks: ~4 B pre-training tokens for the ~80 M-active model.
+
+    No paper trains at this size; the pre-training numbers are GPT-3's for its 125 M model (Brown et al. 2020,
+    Tab. 2.1: peak lr 6e-4, 0.5 M-token batches), the migration and post-training shapes are the paper's
+    proportions (METHODS §3.3) and the cited fine-tuning recipes at this scale.
+    """
     model = small_gpu_model()
+    # One GPU: ZeRO has nothing to shard; bf16 as every GPU recipe cited here trains.
+    engine = EngineConfig(zero_stage=0, precision="bf16")
+    # 16 x 16 windows of 2,048 tokens = 0.5 M tokens per step (GPT-3 125 M); 8,000 steps = 4.2 B tokens.
+    tokens_per_step = 16 * 16 * 2048
     return PipelineConfig(
         profile="small_gpu",
         model=model,
@@ -87,16 +112,112 @@ def small_gpu() -> PipelineConfig:
         curate=CurateConfig(
             vocab_size=model.vocab_size,
             stdlib_max_files=100000,
-            seq_len=2048,
             shard_tokens=16_777_216,
             env_pretrain_prompts_per_family=50000,
+        ),
+        pretrain=PretrainConfig(
+            engine=engine,
+            # lr 6e-4: GPT-3 125 M (Tab. 2.1). Warmup 2 % of the run, then constant (WSM; METHODS §3.3).
+            # Merge the last 8 of checkpoints 100 steps apart [assumption: between the toy's 4 and Ling's 32].
+            optim=OptimConfig(lr=6e-4, warmup_steps=160, merge_last_k=8),
+            loop=TrainLoopConfig(
+                max_steps=8000,
+                micro_batch_size=16,
+                grad_accum_steps=16,
+                seq_len=2048,
+                checkpoint_every=100,
+                keep_checkpoints=8,
+            ),
+        ),
+        migrate=_migrate(
+            engine,
+            # Post-conversion budget = 0.48 x pre-training, the paper's 9.6 T / 20 T [METHODS §3.1, §1.1]: 2.0 B.
+            post_conversion_tokens=0.48 * 8000 * tokens_per_step,
+            tokens_per_step=tokens_per_step,
+            lr=6e-4,
+            micro_batch_size=16,
+            grad_accum_steps=16,
+            seq_len=2048,
+            checkpoint_every=100,
+            merge_last_k=8,
+        ),
+        post_train=PostTrainConfig(
+            engine=engine,
+            # 2 epochs (Tülu 3 SFT) of 100 K shortest-correct rows of ~300 tokens, packed 32 x 4,096 per step.
+            # lr [assumption]: 4x Tülu 3's 5e-6 for 8 B, as pre-training lr grows at this size; 3 % warmup (Tülu 3).
+            sft=SFTPhaseConfig(
+                steps=500, batch_size=32, seq_len=4096, optim=PhaseOptimConfig(lr=2e-5, warmup_fraction=0.03)
+            ),
+            # Ring-1T's RL recipe (METHODS §4.1): lr 2e-6, 8 rollouts per prompt; 64 prompts per step fit one GPU.
+            rl=RLPhaseConfig(
+                steps=200,
+                prompts_per_step=64,
+                samples_per_prompt=8,
+                max_new_tokens=1024,
+                optim=PhaseOptimConfig(lr=2e-6),
+            ),
+            # DPO: lr 5e-7 and 10 % warmup (Tülu 3 8 B DPO; Zephyr's 5e-7), beta 0.1 (Zephyr; our loss sums
+            # log-probs, so Tülu 3's length-normalised beta 5 does not apply), 64 prompts x 8 samples per step.
+            preference=PreferencePhaseConfig(
+                steps=300,
+                prompts_per_step=64,
+                samples_per_prompt=8,
+                max_new_tokens=1024,
+                optim=PhaseOptimConfig(lr=5e-7, warmup_fraction=0.1),
+            ),
+            contracts=RowContractsConfig(max_pair_tokens=2048),
         ),
         publish=PublishConfig(repo_id="ling26/ling26-small"),
         lineage=LineageConfig(registered_model="ling26-small"),
     )
 
 
-def _paper_scale(name: str, model: ModelConfig) -> PipelineConfig:
+def _migrate(
+    engine: EngineConfig,
+    *,
+    post_conversion_tokens: float,
+    tokens_per_step: int,
+    lr: float,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    seq_len: int,
+    checkpoint_every: int,
+    merge_last_k: int,
+) -> MigrateConfig:
+    """Migration at scale: the paper's split of the post-conversion budget (METHODS §3.3: Lightning conversion +
+    linear warmup 1.5 %, QK-norm fusion + partial training 0.5 %, MLA conversion + warmup 2 %, continued
+    pre-training 83 %; the 12.5 % mid-training at 32K-256K is not this stage), each phase warming up over 2 % of
+    its steps (§3.3) to the base's peak lr, kept through continued pre-training ("peak LR kept", §3.1)."""
+
+    def phase(share: float) -> MigratePhaseConfig:
+        steps = round(share * post_conversion_tokens / tokens_per_step)
+        return MigratePhaseConfig(steps=steps, lr=lr, warmup_steps=max(1, round(0.02 * steps)))
+
+    return MigrateConfig(
+        engine=engine,
+        linear_warmup=phase(0.015),
+        partial_training=phase(0.005),
+        mla_warmup=phase(0.02),
+        continued_pretraining=phase(0.83),
+        micro_batch_size=micro_batch_size,
+        grad_accum_steps=grad_accum_steps,
+        seq_len=seq_len,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=merge_last_k,
+        merge_last_k=merge_last_k,
+    )
+
+
+def _paper_scale(name: str, model: ModelConfig, *, peak_lr: float, batch: int, sft_lr: float, dpo_lr: float):
+    """The paper profiles: Ling 2.0's pre-training recipe for the same-size base (METHODS §1.1, from the Ling 2.0
+    report: 20 T tokens at 4K context, WSM with 2,000 warmup steps and top-32 checkpoint merging, per-size peak
+    lr and batch), the migration's budget (§3.1, §3.3), and the cited post-training recipes."""
+    # The paper trains FP8 blockwise with Megatron parallelism; our engines offer bf16 and DeepSpeed ZeRO, and at
+    # 100 B-1 T parameters only ZeRO-3 (parameters sharded too) fits a rank's memory.
+    engine = EngineConfig(zero_stage=3, precision="bf16")
+    # `batch` sequences of 4,096 tokens per step = 1 sequence x 8 accumulation steps x batch / 8 data ranks.
+    tokens_per_step = batch * 4096
+    accum = 8
     return PipelineConfig(
         profile=name,
         model=model,
@@ -110,13 +231,67 @@ def _paper_scale(name: str, model: ModelConfig) -> PipelineConfig:
         curate=CurateConfig(
             vocab_size=model.vocab_size,
             stdlib_max_files=1_000_000,
-            seq_len=4096,
             shard_tokens=268_435_456,
             max_doc_chars=1_000_000,
             decontam_ngram=13,
             minhash_permutations=128,
             minhash_bands=32,
             env_pretrain_prompts_per_family=1_000_000,
+        ),
+        pretrain=PretrainConfig(
+            engine=engine,
+            optim=OptimConfig(lr=peak_lr, warmup_steps=2000, merge_last_k=32),
+            # 20 T tokens / tokens per step; a checkpoint every 1,000 steps [assumption] for the merge.
+            loop=TrainLoopConfig(
+                max_steps=round(20e12 / tokens_per_step),
+                micro_batch_size=1,
+                grad_accum_steps=accum,
+                seq_len=4096,
+                checkpoint_every=1000,
+                keep_checkpoints=32,
+            ),
+        ),
+        migrate=_migrate(
+            engine,
+            # 0.4 T migration + 8 T continued pre-training + 1.2 T mid-training (METHODS §3.1).
+            post_conversion_tokens=9.6e12,
+            tokens_per_step=tokens_per_step,
+            lr=peak_lr,
+            micro_batch_size=1,
+            grad_accum_steps=accum,
+            seq_len=4096,
+            checkpoint_every=1000,
+            merge_last_k=32,
+        ),
+        post_train=PostTrainConfig(
+            engine=engine,
+            # SFT: DeepSeek-V3's recipe (2 epochs, cosine from the peak to 1/5 of it) at Tülu 3's warmup ratio 3 %;
+            # steps [derived]: 2 epochs of 5 M shortest-correct rows of ~1K tokens, packed 128 x 32,768 per step.
+            sft=SFTPhaseConfig(
+                steps=2400,
+                batch_size=128,
+                seq_len=32768,
+                optim=PhaseOptimConfig(lr=sft_lr, warmup_fraction=0.03, min_lr_ratio=0.2),
+            ),
+            # Ring-1T's RL recipe (METHODS §4.1): 480 prompts x 8 rollouts per step, lr 2e-6, temperature 1;
+            # 8K new tokens [assumption: the instant model answers without long thinking; 64K is reasoning RL].
+            rl=RLPhaseConfig(
+                steps=500,
+                prompts_per_step=480,
+                samples_per_prompt=8,
+                max_new_tokens=8192,
+                optim=PhaseOptimConfig(lr=2e-6),
+            ),
+            # DPO: Tülu 3's batch (128) and warmup (10 %); beta 0.1 as Zephyr (summed log-probs); ~1 epoch of
+            # Tülu 3's ~270 K pairs = 2,000 steps.
+            preference=PreferencePhaseConfig(
+                steps=2000,
+                prompts_per_step=128,
+                samples_per_prompt=8,
+                max_new_tokens=8192,
+                optim=PhaseOptimConfig(lr=dpo_lr, warmup_fraction=0.1),
+            ),
+            contracts=RowContractsConfig(max_pair_tokens=16384),
         ),
         kpop_rl=scale_kpop_rl(),
         evaluate=scale_evaluate(),
@@ -126,11 +301,15 @@ def _paper_scale(name: str, model: ModelConfig) -> PipelineConfig:
 
 
 def ling26_flash() -> PipelineConfig:
-    return _paper_scale("ling26_flash", ling26_flash_model())
+    # Ling-flash-2.0: peak lr 2.61e-4, batch 8,352 (METHODS §1.1). SFT lr 5e-6 (DeepSeek-V3; Tülu 3 8 B), DPO lr
+    # 5e-7 (Tülu 3 8 B, Zephyr).
+    return _paper_scale("ling26_flash", ling26_flash_model(), peak_lr=2.61e-4, batch=8352, sft_lr=5e-6, dpo_lr=5e-7)
 
 
 def ling26_1t() -> PipelineConfig:
-    return _paper_scale("ling26_1t", ling26_1t_model())
+    # Ling-1T: peak lr 1.86e-4, batch 18,144 (METHODS §1.1). SFT lr 2e-6 and DPO lr 2e-7: Tülu 3's 70 B values,
+    # the largest model a cited fine-tuning recipe gives.
+    return _paper_scale("ling26_1t", ling26_1t_model(), peak_lr=1.86e-4, batch=18144, sft_lr=2e-6, dpo_lr=2e-7)
 
 
 PROFILES: dict[str, Callable[[], PipelineConfig]] = {

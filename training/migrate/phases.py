@@ -96,8 +96,6 @@ class PhaseResult:
     info: dict[str, Any]  # steps, lr, trainable tensors and count, last logged training metrics
     checkpoints: tuple[Path, ...]  # the phase's complete checkpoints, oldest first
     data_state: dict[str, Any] | None  # where the data stream stopped (None: untouched)
-    # The phase's engine (None when it trained nothing): weights go back into it only through it (the merge).
-    engine: Any = None
 
 
 def train_phase(
@@ -118,8 +116,8 @@ def train_phase(
     """Train ``model`` for ``phase.steps`` steps with only what ``freeze(model)`` leaves trainable. Resumes from
     ``checkpoint_dir`` like every training loop here; ``on_log(name, step_offset + step, metrics)``."""
     from configs.training import OptimConfig, TrainLoopConfig
-    from training.builder import build_engine
     from training.data import TokenBatches
+    from training.engine import build_engine
     from training.lm import expert_bias_updater, lm_loss_fn, load_balance
     from training.loop import train
 
@@ -132,13 +130,17 @@ def train_phase(
     }
     if phase.steps == 0:
         return PhaseResult(model, info, (), data_state)
-    optim = OptimConfig(lr=phase.lr, warmup_steps=phase.warmup_steps, weight_decay=mcfg.weight_decay,
+    # Every value from the config (nothing from OptimConfig's defaults), so the logged config is the whole recipe.
+    optim = OptimConfig(lr=phase.lr, warmup_steps=phase.warmup_steps, min_lr_ratio=mcfg.min_lr_ratio,
+                        betas=mcfg.betas, eps=mcfg.adam_eps, weight_decay=mcfg.weight_decay,
                         merge_last_k=mcfg.merge_last_k)  # fmt: skip
-    loop = TrainLoopConfig(max_steps=phase.steps, micro_batch_size=mcfg.micro_batch_size, seq_len=mcfg.seq_len,
-                           log_every=mcfg.log_every, checkpoint_every=mcfg.checkpoint_every,
-                           keep_checkpoints=mcfg.keep_checkpoints, seed=data_seed)  # fmt: skip
+    loop = TrainLoopConfig(max_steps=phase.steps, micro_batch_size=mcfg.micro_batch_size,
+                           grad_accum_steps=mcfg.grad_accum_steps, seq_len=mcfg.seq_len, log_every=mcfg.log_every,
+                           checkpoint_every=mcfg.checkpoint_every, keep_checkpoints=mcfg.keep_checkpoints,
+                           seed=data_seed)  # fmt: skip
     model.train()
-    engine = build_engine(model, mcfg.engine, optim, total_steps=phase.steps, micro_batch_size=mcfg.micro_batch_size)
+    engine = build_engine(model, mcfg.engine, optim, total_steps=phase.steps, grad_accum_steps=mcfg.grad_accum_steps,
+                          micro_batch_size=mcfg.micro_batch_size)  # fmt: skip
     batches = TokenBatches(train_tokens, mcfg.seq_len, mcfg.micro_batch_size, seed=data_seed, rank=engine.rank,
                            world_size=engine.world_size)  # fmt: skip
     if data_state is not None:
@@ -159,8 +161,6 @@ def train_phase(
     result = train(engine, batches, loss_fn, loop, checkpoint_dir=checkpoint_dir, on_log=log, after_step=after_step)
     info.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
     info["resumed_from_step"] = result.resumed_from
-    # Every rank continues the chain (conversions, measurements, the next phase) on full weights: under
-    # ZeRO-3 engine.module holds shards, so the full module comes from the engine, gathered.
-    model = engine.full_module()
+    model = engine.module
     model.eval()
-    return PhaseResult(model, info, result.checkpoints, batches.state_dict(), engine)
+    return PhaseResult(model, info, result.checkpoints, batches.state_dict())
