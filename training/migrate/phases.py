@@ -96,6 +96,8 @@ class PhaseResult:
     info: dict[str, Any]  # steps, lr, trainable tensors and count, last logged training metrics
     checkpoints: tuple[Path, ...]  # the phase's complete checkpoints, oldest first
     data_state: dict[str, Any] | None  # where the data stream stopped (None: untouched)
+    # The phase's engine (None when it trained nothing): weights go back into it only through it (the merge).
+    engine: Any = None
 
 
 def train_phase(
@@ -116,8 +118,8 @@ def train_phase(
     """Train ``model`` for ``phase.steps`` steps with only what ``freeze(model)`` leaves trainable. Resumes from
     ``checkpoint_dir`` like every training loop here; ``on_log(name, step_offset + step, metrics)``."""
     from configs.training import OptimConfig, TrainLoopConfig
+    from training.builder import build_engine
     from training.data import TokenBatches
-    from training.engine import build_engine
     from training.lm import expert_bias_updater, lm_loss_fn, load_balance
     from training.loop import train
 
@@ -161,6 +163,8 @@ def train_phase(
     result = train(engine, batches, loss_fn, loop, checkpoint_dir=checkpoint_dir, on_log=log, after_step=after_step)
     info.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
     info["resumed_from_step"] = result.resumed_from
-    model = engine.module
+    # Every rank continues the chain (conversions, measurements, the next phase) on full weights: under
+    # ZeRO-3 engine.module holds shards, so the full module comes from the engine, gathered.
+    model = engine.full_module()
     model.eval()
-    return PhaseResult(model, info, result.checkpoints, batches.state_dict())
+    return PhaseResult(model, info, result.checkpoints, batches.state_dict(), engine)
