@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lineage.contracts import COUNTS
 from publishing.provenance import ContractTable, EvalGate, EvalMetric, ReleaseLineage, StageRecord, SuiteResult
 
 CONTRACT_REPORT = "contract_report.json"
 GATE_TAG_SUFFIX = "_gate"
-COUNTS = ("rows_in", "rows_kept", "rows_quarantined")
 
 
 def stage_run_ids_from_reports(report_jsons: Iterable[str]) -> dict[str, str]:

@@ -13,21 +13,11 @@ import mlflow
 import pandas as pd
 
 from lineage import plots
+from lineage.contracts import contract_metrics
 from tasks.stage import StageContext, StageResult
 
 History = dict[str, list[tuple[int, dict[str, float]]]]
 PHASE_CURVES = {"logit": ("kl", "top1_agreement", "student_tail_mass"), "on_policy": ("reverse_kl", "accuracy")}
-
-
-def contract_metrics(contracts: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """``contracts.<table>.rows_in|rows_kept|rows_quarantined`` and ``contracts.<table>.quarantined.<rule>``."""
-    out = {}
-    for table, t in contracts.items():
-        for key in ("rows_in", "rows_kept", "rows_quarantined"):
-            out[f"contracts.{table}.{key}"] = float(t[key])
-        for rule, n in t["quarantined_by_rule"].items():
-            out[f"contracts.{table}.quarantined.{rule}"] = float(n)
-    return out
 
 
 def before_after_figures(comparison: pd.DataFrame) -> dict[str, Any]:

@@ -12,21 +12,11 @@ from typing import Any
 import pandas as pd
 
 from lineage import plots
+from lineage.contracts import contract_metrics
 from tasks.stage import StageContext, StageResult
 
 ARTIFACTS = ("mismatch_summary.json", "versions.json", "eval_summary.parquet", "curriculum.parquet", "steps.parquet")
 MISMATCH_CURVES = ("behav/masked_fraction", "behav/logp_abs_diff", "behav/k3_kl")
-
-
-def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """``contracts.<table>.rows_in|rows_kept|rows_quarantined`` and ``contracts.<table>.quarantined.<rule>``."""
-    out = {}
-    for table, counts in contracts.items():
-        for key in ("rows_in", "rows_kept", "rows_quarantined"):
-            out[f"contracts.{table}.{key}"] = float(counts[key])
-        for rule, n in counts["quarantined_by_rule"].items():
-            out[f"contracts.{table}.quarantined.{rule}"] = float(n)
-    return out
 
 
 def figures(out_dir: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 
 from lineage import plots
+from lineage.contracts import contract_metrics
 from tasks.stage import StageContext, StageResult
 
 
@@ -91,17 +92,6 @@ def record_post_train(
         run.log_figure(fig, artifact)
         deck.append(plots.figure_html(fig))
     return "\n".join(deck)
-
-
-def contract_metrics(contracts: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """``contracts.<table>.rows_in|rows_kept|rows_quarantined`` and ``contracts.<table>.quarantined.<rule>``."""
-    out = {}
-    for table, t in contracts.items():
-        for key in ("rows_in", "rows_kept", "rows_quarantined"):
-            out[f"contracts.{table}.{key}"] = float(t[key])
-        for rule, n in t["quarantined_by_rule"].items():
-            out[f"contracts.{table}.quarantined.{rule}"] = float(n)
-    return out
 
 
 def run_recorded(ctx: StageContext) -> StageResult:

@@ -9,7 +9,7 @@ import pytest
 
 from configs import resolve
 from data_contracts import IntakeResult, NoRowsLeft, QuarantineLedger, QuarantineRow
-from tasks.post_train.report import contract_metrics
+from lineage.contracts import contract_metrics
 from training.objectives import build_preference_pairs
 from training.post_train.contracts import (
     PAIRS_REMEDY,

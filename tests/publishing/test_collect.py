@@ -1,5 +1,5 @@
 """Collecting a release's lineage from runs written by the pipeline's own lineage code (``lineage.runs``,
-``tasks.post_train.report.contract_metrics``), so a renamed tag or metric breaks here, not on the Hub."""
+``lineage.contracts.contract_metrics``), so a renamed tag or metric breaks here, not on the Hub."""
 
 import dataclasses
 import json
@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from lineage.contracts import contract_metrics
 from lineage.manifest import flyte_execution_id, git_state
 from lineage.runs import open_pipeline_run, stage_run
 from publishing import (
@@ -18,7 +19,6 @@ from publishing import (
     eval_metrics_from_summary,
     stage_run_ids_from_reports,
 )
-from tasks.post_train.report import contract_metrics
 
 EXPERIMENT = "ling26-publish-test"
 CURATE_REPORT = {

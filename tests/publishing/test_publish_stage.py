@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from configs.pipeline import tiny_cpu
+from lineage.contracts import contract_metrics
 from lineage.manifest import git_state
 from lineage.refusal import StageRefused
 from lineage.runs import open_pipeline_run, stage_run
 from publishing.from_stages import stage_runs_from_store
-from tasks.post_train.report import contract_metrics
 from tasks.registry import stage
 from tasks.stage import execute
 
