@@ -53,6 +53,14 @@ test: setup ## set up, then run the fast test suite (< 20 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: setup ## the slow tests only (none is an OK outcome)
+	@# The MLflow UI browser test (tests/publishing/test_mlflow_ui_browser.py) drives headless Chromium from the
+	@# system packages and skips without them; only root can install them, anyone else is told how.
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "NOTE: the MLflow UI browser test needs Chromium; ask root to run 'apt-get install chromium chromium-driver', or it is skipped" >&2; \
+	  fi; }
 	$(PY) -m pytest -m slow -q || [ $$? -eq 5 ]
 
 test-all: setup ## every test

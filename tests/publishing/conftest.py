@@ -10,8 +10,10 @@ import os
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -173,3 +175,109 @@ def config(tmp_path) -> PublishConfig:
         dry_run_dir=str(tmp_path / "dry_run"),
         base_model="inclusionAI/Ling-mini-2.0",
     )
+
+
+# The publish stage's world: stage-shaped folders and stage runs written by the pipeline's own lineage code.
+STAGE_EXPERIMENT = "ling26-publish-stage-test"
+CURATE_REPORT = {
+    "tables": {"eval": {"rows_in": 20, "rows_kept": 20, "rows_quarantined": 0, "quarantined_by_rule": {}}},
+    "suites": [{"suite": "ling26.eval", "success": True, "evaluated": 7, "failed": []}],
+    "decontamination": {"ngram": 8},
+}
+CHECKPOINT_STAGES = ("pretrain", "migrate", "post_train", "kpop_rl", "distill")
+
+
+def comparison(checkpoints):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {"checkpoint": name, "family": family, "metric": "accuracy", "value": value, "n": 10}
+            for name in checkpoints
+            for family, value in (("math", 0.5), ("all", 0.4))
+        ]
+    )
+
+
+@pytest.fixture
+def world(tmp_path, tracking_uri, checkpoint, monkeypatch):
+    """Stage folders under a data dir, and a parent run with a finished run per upstream stage.
+
+    Returns ``(cfg, folders, parent_run_id, run_ids, stage_reports)``.
+    """
+    # Imported here, not at the top: the pipeline config and lineage code are only for the tests that use them.
+    from configs.pipeline import tiny_cpu
+    from lineage.contracts import contract_metrics
+    from lineage.runs import open_pipeline_run, stage_run
+
+    monkeypatch.setenv("LING26_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LING26_STATE_DIR", str(tmp_path / "state"))
+    folders = {name: tmp_path / "data" / name for name in ("curate", *CHECKPOINT_STAGES, "evaluate")}
+    folders["curate"].mkdir(parents=True)
+    for name in CHECKPOINT_STAGES:
+        shutil.copytree(checkpoint, folders[name] / "checkpoint")
+    folders["evaluate"].mkdir()
+    comparison(CHECKPOINT_STAGES).to_parquet(folders["evaluate"] / "comparison.parquet")
+    cfg = tiny_cpu()
+    lineage = dataclasses.replace(cfg.lineage, experiment=STAGE_EXPERIMENT, tracking_uri=tracking_uri, dvc=False)
+    publish = dataclasses.replace(
+        cfg.publish, dry_run_dir=str(tmp_path / "hub"), max_shard_bytes=2_000_000, allow_dirty=True
+    )
+    cfg = dataclasses.replace(cfg, lineage=lineage, publish=publish)
+    common = dict(
+        experiment=STAGE_EXPERIMENT, configured_uri=tracking_uri, config={"seed": 1}, config_hash="c" * 16, seed=1
+    )
+    parent = open_pipeline_run(profile="tiny_cpu", **common)
+    run_ids = {}
+    for name in folders:
+        with stage_run(name, parent_run_id=parent, **common) as run:
+            run.set_tags({f"dvc.data/{name}": f"{name}-md5.dir"})
+            if name == "curate":
+                run.log_dict(CURATE_REPORT, "contract_report.json")
+            if name == "migrate":
+                run.set_tags({"parity_gate": "passed"})
+            if name == "post_train":
+                run.log_metrics(
+                    contract_metrics(
+                        {"pairs": {"rows_in": 3, "rows_kept": 3, "rows_quarantined": 0, "quarantined_by_rule": {}}}
+                    )
+                )
+            if name == "evaluate":
+                run.set_tags({"evaluation_gate": "passed"})
+            run_ids[name] = run.run_id
+    reports = [json.dumps({"stage": name, "mlflow_run_id": run_id}) for name, run_id in run_ids.items()]
+    return cfg, folders, parent, run_ids, reports
+
+
+def _write_verdict(folders, *, passed: bool, checkpoint: str = "post_train") -> None:
+    reasons = [] if passed else ["accuracy[all] = 0.4 < min 0.9 (short by 0.5)"]
+    verdict = {"checkpoint": checkpoint, "previous": "migrate", "passed": passed, "reasons": reasons, "checks": []}
+    (folders["evaluate"] / "gate_verdict.json").write_text(json.dumps(verdict))
+
+
+@pytest.fixture
+def write_verdict():
+    """Writes the evaluation gate's verdict into the world's evaluate folder (a fixture because test modules
+    cannot import this conftest by name: tests/conftest.py shares its module name)."""
+    return _write_verdict
+
+
+class PublishedRelease(NamedTuple):
+    cfg: object
+    parent_run_id: str
+    stage_run_ids: dict
+    report: dict
+    result: object
+
+
+@pytest.fixture
+def published_release(world) -> PublishedRelease:
+    """The world after the evaluation gate passed and the publish stage ran: a registered model version with the
+    aliases candidate and champion, whose source run is the publish stage's run with its lineage tags."""
+    from tasks.registry import stage
+    from tasks.stage import execute
+
+    cfg, folders, parent, run_ids, reports = world
+    _write_verdict(folders, passed=True)
+    report, result = execute(stage("publish"), cfg, parent, folders, {"stage_reports": json.dumps(reports)})
+    return PublishedRelease(cfg, parent, run_ids, report, result)
