@@ -35,6 +35,9 @@ def pipeline_config():
         "pretrain.eval.prompts_per_family": 1,
         "pretrain.eval.max_new_tokens": 6,
         "pretrain.eval.max_tool_turns": 1,
+        # Post-training is not run here, but its lengths must fit this world's shorter context to validate.
+        "post_train.sft.seq_len": MODEL["max_position_embeddings"],
+        "post_train.contracts.max_pair_tokens": MODEL["max_position_embeddings"],
         "lineage.dvc": False,
     }
     return resolve("tiny_cpu", overrides)
