@@ -10,7 +10,7 @@ from scripted_engine import ScriptedEngine
 
 from configs.data import EnvironmentsConfig
 from environments import all_environments
-from evals.harness import evaluate_policy, heldout_loss, unigram_loss
+from evals.harness import evaluate_policy, heldout_loss, score_rollouts, summarise, unigram_loss
 from inference.sampling import SamplingParams
 
 OBSERVATION = re.compile(r"<result>.*?</result>\n", re.S)
@@ -150,3 +150,115 @@ def test_unigram_loss_by_hand():
     # counts + 1 = [3, 2, 1] of 6: held-out [0, 1] costs -(log 1/2 + log 1/3) / 2.
     got = unigram_loss(np.array([0, 0, 1]), np.array([0, 1]), vocab_size=3)
     assert got == pytest.approx(-(math.log(1 / 2) + math.log(1 / 3)) / 2)
+
+
+# Direct tests of the pieces, on hand-made rows: every number below is checkable by hand.
+
+
+class FixedVerdicts:
+    """An environment whose verdict is looked up by response text, recording what it was asked."""
+
+    def __init__(self, verdicts):
+        self.verdicts, self.asked = verdicts, []
+
+    def verify(self, task, text):
+        self.asked.append((task.task_id, text))
+        correct, format_ok = self.verdicts[text]
+        return type("Verdict", (), {"correct": correct, "format_ok": format_ok})()
+
+
+def test_score_rollouts_asks_each_rollouts_own_family_and_copies_its_counts():
+    from types import SimpleNamespace
+
+    from inference.rollout import Rollout
+
+    math_env, code_env = FixedVerdicts({"4": (True, True), "5": (False, True)}), FixedVerdicts({"x": (False, False)})
+    task = lambda i, family: SimpleNamespace(task_id=f"{family}-{i}", family=family, difficulty=i)  # noqa: E731
+    rolls = [
+        Rollout(task=task(1, "math"), prompt_ids=[1], response_ids=[7, 8], response_mask=[1, 1], text="4"),
+        # Two observation tokens (mask 0) count as no model tokens; one tool call.
+        Rollout(task=task(2, "code"), prompt_ids=[1], response_ids=[7, 8, 9], response_mask=[1, 0, 0], text="x",
+                tool_calls=1),
+        Rollout(task=task(3, "math"), prompt_ids=[1], response_ids=[7], response_mask=[1], text="5"),
+    ]  # fmt: skip
+    rows = score_rollouts({"math": math_env, "code": code_env}, rolls)
+    assert math_env.asked == [("math-1", "4"), ("math-3", "5")] and code_env.asked == [("code-2", "x")]
+    assert list(rows.columns) == [
+        "prompt_id", "family", "difficulty", "correct", "format_ok", "tokens", "tool_calls", "response",
+    ]  # fmt: skip
+    assert rows.to_dict("list") == {
+        "prompt_id": ["math-1", "code-2", "math-3"],
+        "family": ["math", "code", "math"],
+        "difficulty": [1, 2, 3],
+        "correct": [True, False, False],
+        "format_ok": [True, False, True],
+        "tokens": [2, 1, 1],
+        "tool_calls": [0, 1, 0],
+        "response": ["4", "x", "5"],
+    }
+
+
+def test_summarise_by_hand():
+    import pandas as pd
+
+    scored = pd.DataFrame(
+        {
+            "family": ["math", "math", "math", "code"],
+            "correct": [True, False, True, False],
+            "format_ok": [True, True, False, False],
+            "tokens": [10, 20, 30, 7],
+        }
+    )
+    summary = summarise(scored, "ckpt")
+    # Families sorted, then "all"; the EvalResult contract passed (summarise validates).
+    assert list(summary["family"]) == ["code", "math", "all"] and set(summary["checkpoint"]) == {"ckpt"}
+    by = summary.set_index("family")
+    assert by.loc["math", ["n", "accuracy", "format_rate", "mean_tokens", "mean_tokens_correct"]].tolist() == [
+        3, 2 / 3, 2 / 3, 20.0, 20.0,  # correct answers: 10 and 30 tokens
+    ]  # fmt: skip
+    # No correct code answer: tokens per correct answer is undefined (NaN), not 0.
+    assert by.loc["code", ["n", "accuracy", "format_rate", "mean_tokens"]].tolist() == [1, 0.0, 0.0, 7.0]
+    assert math.isnan(by.loc["code", "mean_tokens_correct"])
+    assert by.loc["all", ["n", "accuracy", "format_rate", "mean_tokens", "mean_tokens_correct"]].tolist() == [
+        4, 0.5, 0.5, 16.75, 20.0,
+    ]  # fmt: skip
+
+
+def test_summarise_rejects_a_family_the_contract_does_not_know():
+    import pandas as pd
+    import pandera.errors
+
+    scored = pd.DataFrame({"family": ["poetry"], "correct": [True], "format_ok": [True], "tokens": [3]})
+    with pytest.raises(pandera.errors.SchemaError):
+        summarise(scored, "ckpt")
+
+
+def test_heldout_loss_stops_at_max_windows():
+    """Window w covers tokens [8w, 8w + 8]. The model gives p(0) = 3/4 everywhere; the targets of windows 0-1
+    are 0s, those of window 2 are 1s: ``max_windows=2`` must not count window 2, ``max_windows=3`` must."""
+    tokens = np.zeros(8 * 4 + 1, dtype=np.uint16)
+    tokens[17:] = 1  # targets of window 2 onwards are 1s
+
+    class AlwaysZero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids):
+            logits = torch.zeros(*ids.shape, 2)
+            logits[..., 0] = math.log(3)  # p(0) = 3/4, p(1) = 1/4
+            return type("Out", (), {"logits": logits + self.w})()
+
+    model = AlwaysZero().train()
+    two = heldout_loss(model, tokens, seq_len=8, max_windows=2)
+    assert two == pytest.approx(-math.log(3 / 4))
+    three = heldout_loss(model, tokens, seq_len=8, max_windows=3)
+    assert three == pytest.approx((16 * -math.log(3 / 4) + 8 * -math.log(1 / 4)) / 24)
+    assert model.training  # the mode it came in with comes back
+
+
+def test_unigram_loss_smooths_unseen_tokens():
+    # Train [0, 0, 0] over a vocabulary of 4: counts + 1 = [4, 1, 1, 1] of 7; an unseen held-out token 3
+    # costs log 7 (add-one smoothing), token 0 costs log 7/4.
+    got = unigram_loss(np.array([0, 0, 0], dtype=np.uint16), np.array([3, 0], dtype=np.uint16), vocab_size=4)
+    assert got == pytest.approx((math.log(7) + math.log(7 / 4)) / 2)
