@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks import decay_rule, generation, long_context, moe_block
+from benchmarks import async_rl, decay_rule, generation, long_context, moe_block, rl_corrections
 from lineage.paths import stage_dir
 
 
@@ -25,6 +25,10 @@ def main() -> int:
     if (Path(migrated) / "config.json").exists():
         print("== Lightning decay rule: official vs vLLM ==", flush=True)
         decay_rule.main(["--checkpoint", str(migrated), "--curated", str(stage_dir("curate"))])
+    print("== asynchronous vs synchronous RL (toy stack, lognormal environment latency) ==", flush=True)
+    async_rl.main([])
+    print("== mismatch corrections: KPop vs IcePop vs TIS vs none (tiny world, bf16 rollouts) ==", flush=True)
+    rl_corrections.main([])
     return 0
 
 
