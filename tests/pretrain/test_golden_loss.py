@@ -9,8 +9,8 @@ golden file, deliberately:
     # or: PYTHONPATH=$PWD .venv/bin/python tests/pretrain/golden_run.py --write
 
 How exact. On the CPU that recorded the golden (same torch build, kernel ISA, CPU model and flags: the
-file's ``recorded_on``) the comparison is **bitwise**; two fresh processes agree bitwise too
-(``test_a_fresh_process_repeats_the_run_bit_for_bit``). On any other CPU it is a relative tolerance of
+file's ``recorded_on``) the comparison is **bitwise** (the golden run is a fresh process); the test process agrees bitwise too
+(``test_the_run_repeats_bit_for_bit_in_this_process``). On any other CPU it is a relative tolerance of
 ``PORTABLE_RTOL``: bitwise does not port. Measured on the recording AMD EPYC (torch 2.13): forcing ATen's
 AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``), MKL's AVX2 or SSE4.2 path (``MKL_ENABLE_INSTRUCTIONS``) or MKL's
 conditional-reproducibility mode (``MKL_CBWR=COMPATIBLE``) each changes some step's loss by up to 4 fp32 ulps
@@ -63,7 +63,8 @@ def fresh_process(tmp_path: Path, **env: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def trajectory(tmp_path_factory) -> list[float]:
-    return run(tmp_path_factory.mktemp("golden-ckpt"))
+    """The run in a fresh interpreter, so the golden comparison does not depend on which tests ran before."""
+    return fresh_process(tmp_path_factory.mktemp("golden-run"))
 
 
 def test_tiny_pretraining_reproduces_the_golden_loss_trajectory(trajectory):
@@ -91,11 +92,11 @@ def test_tiny_pretraining_reproduces_the_golden_loss_trajectory(trajectory):
         )
 
 
-def test_a_fresh_process_repeats_the_run_bit_for_bit(trajectory, tmp_path):
-    """Same machine, new interpreter: the same bits, so nothing in the run depends on process state (thread
-    count, allocator addresses, hash seeds, what other tests imported or seeded)."""
-    again = fresh_process(tmp_path)
-    assert float_hex(again) == float_hex(trajectory)
+def test_the_run_repeats_bit_for_bit_in_this_process(trajectory, tmp_path):
+    """Same machine, the test process itself (whatever other tests imported, seeded or set before): the same
+    bits as the fresh interpreter, so nothing in the run depends on process state (allocator addresses,
+    hash seeds, global RNG, DeepSpeed already initialised) beyond the one thread it sets."""
+    assert float_hex(run(tmp_path)) == float_hex(trajectory)
 
 
 def test_other_kernel_paths_stay_within_the_portable_tolerance(trajectory, tmp_path):
