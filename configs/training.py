@@ -134,10 +134,14 @@ class SFTPhaseConfig:
     # "shortest_correct": METHODS §6.2 selection + pruning; "full": the plain full-length SFT rows (baseline).
     data: Literal["shortest_correct", "full"] = "shortest_correct"
     log_every: int = 10
+    # A resumable checkpoint every this many steps (and at the last), under the state folder.
+    checkpoint_every: int = 25
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.batch_size, self.seq_len, self.log_every) < 1:
-            raise ConfigError("post_train.sft: steps, batch_size, seq_len and log_every must be >= 1")
+        if min(self.steps, self.batch_size, self.seq_len, self.log_every, self.checkpoint_every) < 1:
+            raise ConfigError(
+                "post_train.sft: steps, batch_size, seq_len, log_every and checkpoint_every must be >= 1"
+            )
 
 
 @config
@@ -164,8 +168,13 @@ class RLPhaseConfig:
     # zlib repetition penalty of the agentic specialist (METHODS §6.3); 0 = off for the instant model.
     compression_coef: float = 0.0
     compression_threshold: float = 0.35
+    # A resumable checkpoint every this many RL steps (and at the last). Counted in steps, not optimizer
+    # updates, so a checkpoint never splits a rollout batch between its updates.
+    checkpoint_every: int = 2
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"post_train.rl.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.clip_low is not None and not 0.0 < self.clip_low < 1.0:
             raise ConfigError(f"post_train.rl.clip_low must lie in (0, 1), got {self.clip_low}")
         if self.clip_high is not None and self.clip_high <= 0.0:
@@ -191,8 +200,12 @@ class PreferencePhaseConfig:
     focal_gamma: float = 1.0
     focal_momentum: float = 0.9
     optim: PhaseOptimConfig = PhaseOptimConfig(lr=5e-5)
+    # A resumable checkpoint every this many optimizer updates (steps that kept pairs; and at the end).
+    checkpoint_every: int = 2
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"post_train.preference.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         unknown = sorted(set(self.rubric_dims) - set(RUBRIC_DIMS))
         if not self.rubric_dims or unknown or len(set(self.rubric_dims)) != len(self.rubric_dims):
             raise ConfigError(
@@ -233,3 +246,9 @@ class PostTrainConfig:
     contracts: RowContractsConfig = RowContractsConfig()
     # Four evaluations (base, after each phase): fewer prompts each than the pretrain stage's one.
     eval: EvalConfig = EvalConfig(prompts_per_family=16)
+    # Complete checkpoints each phase keeps (the newest resumes; older ones only guard against a bad disk).
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"post_train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")

@@ -13,6 +13,12 @@ the compute time of those steps, checkpoint writing excluded) and ``tokens`` see
 
 A run resumes from the newest complete checkpoint in ``checkpoint_dir`` and, because weights, optimizer,
 schedule, RNG and data position all come back exactly, continues bit for bit as if never stopped.
+
+``batches`` may run out before ``max_steps`` (a source that decides step by step whether there is anything to
+train on, as the preference phase does): when it raises ``StopIteration`` at the first micro-batch of a step,
+the loop ends there, logging and checkpointing the steps it took, so a rerun resumes into the same ending.
+``max_steps`` is then an upper bound (it still sizes the schedule the caller built). Running out in the middle
+of a step's accumulation would apply a partial gradient, so that raises instead.
 """
 
 from __future__ import annotations
@@ -74,12 +80,21 @@ def _is_scalar(value: float | torch.Tensor) -> bool:
     return not isinstance(value, torch.Tensor) or value.numel() == 1
 
 
-def _accumulate(engine: Engine, batches: Iterator[Any], loss_fn: LossFn, count: int) -> tuple[torch.Tensor, dict]:
-    """Forward and backward ``count`` micro-batches; their mean loss and mean stats."""
+def _accumulate(
+    engine: Engine, batches: Iterator[Any], loss_fn: LossFn, count: int
+) -> tuple[torch.Tensor, dict] | None:
+    """Forward and backward ``count`` micro-batches; their mean loss and mean stats, or None when ``batches``
+    ran out before the first of them."""
     loss_sum = torch.zeros((), device=engine.device)
     stats_sum: dict[str, Any] = {}
-    for _ in range(count):
-        loss, stats = loss_fn(engine, _to_device(next(batches), engine.device))
+    for index in range(count):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            if index == 0:
+                return None
+            raise RuntimeError(f"the batches ran out after {index} of a step's {count} micro-batches") from None
+        loss, stats = loss_fn(engine, _to_device(batch, engine.device))
         engine.backward(loss)
         loss_sum += loss.detach().float()
         for key, value in stats.items():
@@ -115,10 +130,44 @@ def train(
     window: dict[str, torch.Tensor] = {}
     window_steps, window_seconds = 0, 0.0
     show_bar = engine.is_main and progress_enabled()
+
+    def log_window(step: int, result: Any, bar: tqdm) -> dict[str, float]:
+        nonlocal window, window_steps, window_seconds
+        keys = sorted(window)
+        # One collective for all scalars; every rank has the same keys, so the order agrees.
+        means = engine.all_reduce_mean(torch.stack([window[k] for k in keys]) / window_steps).tolist()
+        metrics = {
+            **dict(zip(keys, means, strict=True)),
+            "grad_norm": result.grad_norm,
+            "lr": result.lr,
+            "tokens_per_s": tokens_per_step * window_steps / window_seconds,
+            "tokens": float(tokens_per_step * step),
+        }
+        window, window_steps, window_seconds = {}, 0, 0.0
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
+        if engine.is_main:
+            if on_log is not None:
+                on_log(step, metrics)
+            if not show_bar:
+                log.info(
+                    "step %d/%d %s", step, loop_cfg.max_steps, " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                )
+        return metrics
+
+    def save(step: int, metrics: dict[str, float]) -> None:
+        extra = {"loop": to_dict(loop_cfg), "metrics": metrics}
+        save_checkpoint(engine, checkpoint_dir, step=step, data_state=batches.state_dict(), extra=extra)
+        if engine.is_main:
+            prune(checkpoint_dir, loop_cfg.keep_checkpoints)
+
+    saved_step = step if latest is not None else None
     with tqdm(total=loop_cfg.max_steps, initial=step, disable=not show_bar, desc="train", unit="step") as bar:
         while step < loop_cfg.max_steps:
             started = time.perf_counter()
-            loss, stats = _accumulate(engine, batches, loss_fn, loop_cfg.grad_accum_steps)
+            accumulated = _accumulate(engine, batches, loss_fn, loop_cfg.grad_accum_steps)
+            if accumulated is None:
+                break
+            loss, stats = accumulated
             result = engine.step()
             step += 1
             if after_step is not None:
@@ -132,34 +181,14 @@ def train(
             bar.update(1)
 
             if step % loop_cfg.log_every == 0 or step == loop_cfg.max_steps:
-                keys = sorted(window)
-                # One collective for all scalars; every rank has the same keys, so the order agrees.
-                means = engine.all_reduce_mean(torch.stack([window[k] for k in keys]) / window_steps).tolist()
-                metrics = {
-                    **dict(zip(keys, means, strict=True)),
-                    "grad_norm": result.grad_norm,
-                    "lr": result.lr,
-                    "tokens_per_s": tokens_per_step * window_steps / window_seconds,
-                    "tokens": float(tokens_per_step * step),
-                }
-                window, window_steps, window_seconds = {}, 0, 0.0
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
-                if engine.is_main:
-                    if on_log is not None:
-                        on_log(step, metrics)
-                    if not show_bar:
-                        log.info(
-                            "step %d/%d %s",
-                            step,
-                            loop_cfg.max_steps,
-                            " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
-                        )
-
+                metrics = log_window(step, result, bar)
             if step % loop_cfg.checkpoint_every == 0 or step == loop_cfg.max_steps:
-                extra = {"loop": to_dict(loop_cfg), "metrics": metrics}
-                save_checkpoint(engine, checkpoint_dir, step=step, data_state=batches.state_dict(), extra=extra)
-                if engine.is_main:
-                    prune(checkpoint_dir, loop_cfg.keep_checkpoints)
+                save(step, metrics)
+                saved_step = step
+        if window_steps:  # the batches ran out with steps not logged yet
+            metrics = log_window(step, result, bar)
+        if saved_step != step:  # ... or not checkpointed yet
+            save(step, metrics)
     return TrainResult(
         step=step, metrics=metrics, checkpoints=tuple(list_checkpoints(checkpoint_dir)), resumed_from=resumed_from
     )

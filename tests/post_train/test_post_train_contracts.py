@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 
 from configs import resolve
 from data_contracts import IntakeResult, NoRowsLeft, QuarantineLedger, QuarantineRow
@@ -19,7 +20,7 @@ from training.post_train.contracts import (
     screen_pairs,
     screen_sft,
 )
-from training.post_train.phases import _pair_table, sft_rows
+from training.post_train.phases import pair_table, sft_rows
 
 
 class WordTokenizer:
@@ -109,7 +110,7 @@ def step_pairs():
 
 def test_phase_pairs_pass_their_contract():
     pairs, by_text, verified = step_pairs()
-    table = _pair_table(pairs, by_text, verified, step=3)
+    table = pair_table(pairs, by_text, verified, step=3)
     result = screen_pairs(table, QuarantineLedger(), config(), WordTokenizer())
     pd.testing.assert_frame_equal(result.kept, table)
     assert result.kept[["pair_id", "chosen", "rejected", "chosen_verified"]].values.tolist() == [
@@ -121,7 +122,7 @@ def test_a_pair_whose_chosen_side_failed_its_verifier_is_quarantined():
     pairs, by_text, verified = step_pairs()
     verified["p1", "Answer: 2"] = False
     ledger = QuarantineLedger()
-    result = screen_pairs(_pair_table(pairs, by_text, verified, step=1), ledger, config(), WordTokenizer())
+    result = screen_pairs(pair_table(pairs, by_text, verified, step=1), ledger, config(), WordTokenizer())
     assert result.kept.empty
     assert ledger.counts("preference_pairs") == {"unverified_label": 1}
 
@@ -131,7 +132,7 @@ def test_phase_that_built_pairs_but_kept_none_stops():
     ledger = QuarantineLedger()
     # The tiny bound stands for a policy whose pairs are all too long.
     cfg = config(**{"post_train.contracts.max_pair_tokens": 4})
-    steps = [screen_pairs(_pair_table(pairs, by_text, verified, step), ledger, cfg, WordTokenizer()) for step in (1, 2)]
+    steps = [screen_pairs(pair_table(pairs, by_text, verified, step), ledger, cfg, WordTokenizer()) for step in (1, 2)]
     phase = IntakeResult.concat("preference_pairs", steps)
     assert (phase.rows_in, len(phase.kept), phase.quarantined_by_rule) == (2, 0, {"length_out_of_bounds": 2})
     with pytest.raises(NoRowsLeft, match="preference_pairs: all 2 rows") as info:
@@ -140,7 +141,7 @@ def test_phase_that_built_pairs_but_kept_none_stops():
 
 
 def test_phase_whose_policy_built_no_pair_is_not_a_contract_breach():
-    empty = screen_pairs(_pair_table([], {}, {}, step=1), QuarantineLedger(), config(), WordTokenizer())
+    empty = screen_pairs(pair_table([], {}, {}, step=1), QuarantineLedger(), config(), WordTokenizer())
     require_pairs(IntakeResult.concat("preference_pairs", [empty]))
 
 
@@ -179,7 +180,8 @@ def test_stage_stops_before_training_and_writes_the_quarantine(tmp_path, monkeyp
     for name in ("rl_prompts", "sft_prompts"):
         pd.DataFrame(columns=prompt_columns).to_parquet(curated / f"{name}.parquet")
     monkeypatch.setattr(environments, "all_environments", lambda cfg: {})
-    monkeypatch.setattr(model, "load_checkpoint", lambda path, base: None)
+    # Any module: the stage places it on the device before it screens (and never trains this one).
+    monkeypatch.setattr(model, "load_checkpoint", lambda path, base: torch.nn.Linear(1, 1))
     monkeypatch.setattr(corpus.tokenizer, "load_tokenizer", lambda path: WordTokenizer())
     monkeypatch.setattr(evals.tasks, "eval_tasks", lambda curated, n: [])
 

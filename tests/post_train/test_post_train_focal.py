@@ -12,7 +12,7 @@ from configs.model import tiny_model
 from data_contracts import QuarantineLedger
 from model import Ling2ForCausalLM
 from training.objectives import FocalRubricWeights, PreferenceConfig, focal_pair_weights, rubric_matrix
-from training.post_train import phases
+from training.post_train import preference, rl
 
 # One prompt's samples: shortest correct, correct but longer, correct but redundant, wrong.
 RESPONSES = [("Answer: 2", True), ("1+1=2\nAnswer: 2", True), ("1+1=2\n1+1=2\nAnswer: 2", True), ("Answer: 3", False)]
@@ -48,15 +48,15 @@ def _run_phase(monkeypatch, overrides):
     tasks = [SimpleNamespace(task_id=f"t{i}", family="math", prompt=f"{i}+{2 - i}=?") for i in range(3)]
     verdicts = dict(RESPONSES)
     envs = {"math": SimpleNamespace(verify=lambda task, text: SimpleNamespace(correct=verdicts[text], format_ok=True))}
-    monkeypatch.setattr(phases, "_sample_groups", lambda model, tok, envs, batch, **kw: _rolls(batch, tok))
+    monkeypatch.setattr(rl, "sample_groups", lambda model, tok, envs, batch, **kw: _rolls(batch, tok))
     calls = []
-    real = phases.pair_loss
+    real = preference.pair_loss
 
     def spy(policy, reference, chosen, rejected, score_c, score_r, weight_P, loss_cfg, pad_id):
         calls.append({"rejected": [r.text for r in rejected], "weights": weight_P.clone(), "score_r": score_r.clone()})
         return real(policy, reference, chosen, rejected, score_c, score_r, weight_P, loss_cfg, pad_id)
 
-    monkeypatch.setattr(phases, "pair_loss", spy)
+    monkeypatch.setattr(preference, "pair_loss", spy)
     cfg = resolve(
         "tiny_cpu",
         {
@@ -69,7 +69,7 @@ def _run_phase(monkeypatch, overrides):
     )
     torch.manual_seed(0)
     logs = []
-    _, pairs = phases.preference_phase(
+    _, pairs = preference.preference_phase(
         Ling2ForCausalLM(tiny_model()), tokenizer, envs, tasks, cfg, lambda *a: logs.append(a), QuarantineLedger()
     )
     return cfg, calls, logs, pairs
@@ -126,7 +126,7 @@ def test_the_phase_loss_of_a_zero_weight_pair_leaves_the_model_gradient_to_the_o
 
     def grads(weight, chosen=chosen, rejected=rejected, scores=scores):
         model.zero_grad()
-        loss, _ = phases.pair_loss(model, reference, chosen, rejected, *scores, weight, cfg, 0)
+        loss, _ = preference.pair_loss(model, reference, chosen, rejected, *scores, weight, cfg, 0)
         loss.backward()
         return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 

@@ -7,6 +7,9 @@ Outputs under ``out_dir``:
   quarantine.parquet        every SFT row and preference pair that broke its contract, with the rule
   metrics.json              per-phase results, data selection statistics, contract counts, the before/after
                             comparison
+Training checkpoints (for resume) live under the state folder, not in DVC: ``<checkpoint_root>/<key>/<phase>``,
+the key hashing the config and the base's weights. A rerun after a crash resumes the phase it stopped in from
+its newest checkpoint; the phases it had finished load their final checkpoints instead of training again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from configs import PipelineConfig
+from configs import PipelineConfig, config_hash
 from data_contracts import QuarantineLedger
 from training.post_train.common import eval_metrics, evaluate
 from training.post_train.contracts import contract_counts, require_pairs, screen_sft, write_quarantine
@@ -31,9 +34,30 @@ OnLog = Callable[[str, int, Mapping[str, float]], None]
 PHASES = ("base", "sft", "rl", "preference")
 
 
+def post_train_checkpoint_root() -> Path:
+    """Where the stage keeps its phases' training checkpoints (for resume): the state folder, not DVC."""
+    from lineage.paths import state_dir
+
+    return state_dir() / "checkpoints" / "post_train"
+
+
+def training_key(cfg: PipelineConfig, digest: str) -> str:
+    """Folder name of a run's phase checkpoints: the config and the base's weights decide what every phase
+    trains (its data are the curated tables, themselves the config's), so a different base or config never
+    resumes another run's phases."""
+    return config_hash({"pipeline": cfg, "base": digest})
+
+
 def run_post_train(
-    cfg: PipelineConfig, curated: Path, base: Path, out_dir: Path, *, on_log: OnLog | None = None
+    cfg: PipelineConfig,
+    curated: Path,
+    base: Path,
+    out_dir: Path,
+    *,
+    on_log: OnLog | None = None,
+    checkpoint_root: Path | None = None,
 ) -> dict[str, Any]:
+    """``checkpoint_root`` defaults to :func:`post_train_checkpoint_root`."""
     from corpus.tokenizer import load_tokenizer
     from environments import all_environments
     from evals.tasks import eval_tasks, tasks_from_frame
@@ -75,14 +99,21 @@ def run_post_train(
         rows, metrics["sft_data"] = sft_rows(candidates, sft_table, envs, sft_tasks, cfg.post_train.sft.data)
         sft_data = screen_sft(rows, ledger, cfg, tokenizer)
         screened = [sft_data]
+        from training.migrate.run import base_digest
+
+        run_dir = (checkpoint_root or post_train_checkpoint_root()) / training_key(
+            cfg, base_digest(base / "checkpoint")
+        )
         checkpoint_eval("base")
-        metrics["sft"] = sft_phase(model, tokenizer, sft_data.kept, cfg, log)
+        metrics["sft"] = sft_phase(model, tokenizer, sft_data.kept, cfg, log, checkpoint_dir=run_dir / "sft")
         checkpoint_eval("sft")
         if cfg.post_train.rl.steps:
-            metrics["rl"] = rl_phase(model, tokenizer, envs, rl_tasks, cfg, log)
+            metrics["rl"] = rl_phase(model, tokenizer, envs, rl_tasks, cfg, log, checkpoint_dir=run_dir / "rl")
             checkpoint_eval("rl")
         if cfg.post_train.preference.steps:
-            metrics["preference"], pairs = preference_phase(model, tokenizer, envs, rl_tasks, cfg, log, ledger)
+            metrics["preference"], pairs = preference_phase(
+                model, tokenizer, envs, rl_tasks, cfg, log, ledger, checkpoint_dir=run_dir / "preference"
+            )
             require_pairs(pairs)
             screened.append(pairs)
             checkpoint_eval("preference")
