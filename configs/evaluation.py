@@ -16,10 +16,12 @@ from configs.data import ENVIRONMENT_FAMILIES
 GATE_FAMILIES = (*ENVIRONMENT_FAMILIES, "all")
 
 
-def _no_minimum() -> dict[str, float]:
-    # Every family listed with 0.0 (a minimum nothing fails), so that an override such as
-    # ``evaluate.gate.min_accuracy.math=0.4`` names an existing key, as dotted overrides must.
-    return dict.fromkeys(GATE_FAMILIES, 0.0)
+def _tiny_minimum() -> dict[str, float]:
+    # Every family listed (0.0 is a minimum nothing fails), so that an override such as
+    # ``evaluate.gate.min_accuracy.math=0.4`` names an existing key, as dotted overrides must. The tiny
+    # models answer about one prompt in five (BENCHMARKS.md, post-training); one in twenty over every
+    # prompt is the floor a working checkpoint clears and a broken one (noise on its weights: 0) does not.
+    return {**dict.fromkeys(GATE_FAMILIES, 0.0), "all": 0.05}
 
 
 @config
@@ -27,17 +29,20 @@ class EvalGateConfig:
     """Thresholds a checkpoint must meet; ``None`` turns a check off. Rates are fractions in [0, 1]."""
 
     # Greedy accuracy per family.
-    min_accuracy: dict[str, float] = dataclasses.field(default_factory=_no_minimum)
-    # Share of greedy answers in the shared format, over every prompt.
-    min_format_rate: float | None = None
-    # Mean model tokens per correct greedy answer, over every prompt: the capability-per-token budget.
-    max_tokens_per_correct: float | None = None
+    min_accuracy: dict[str, float] = dataclasses.field(default_factory=_tiny_minimum)
+    # Share of greedy answers in the shared format, over every prompt (the tiny models keep it near 1).
+    min_format_rate: float | None = 0.5
+    # Mean model tokens per correct greedy answer, over every prompt: the capability-per-token budget
+    # (the tiny post-trained model spends ~24; a checkpoint that doubled it has lost the instant behaviour).
+    max_tokens_per_correct: float | None = 48.0
     # Success rate over the multi-turn tool families together (family "agentic").
     min_agentic_success: float | None = None
-    # Largest accuracy drop against the previous checkpoint, per family both were measured on.
-    max_accuracy_regression: float | None = None
-    # Largest held-out loss increase (nats) against the previous checkpoint.
-    max_heldout_loss_regression: float | None = None
+    # Largest accuracy drop against the previous checkpoint, per family both were measured on. With 8
+    # prompts per family one prompt is 0.125: the tiny default lets two prompts move either way as noise.
+    max_accuracy_regression: float | None = 0.25
+    # Largest held-out loss increase (nats) against the previous checkpoint: RL and distillation should
+    # not unlearn the language model (a noised checkpoint loses several nats).
+    max_heldout_loss_regression: float | None = 0.5
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.min_accuracy) - set(GATE_FAMILIES))
@@ -138,4 +143,13 @@ def scale_evaluate() -> EvaluateConfig:
         heldout_seq_len=4096,
         retrieval=RetrievalConfig(lengths=(4096, 16384, 32768, 65536, 131072), samples_per_cell=16),
         lm_eval=LmEvalConfig(tasks=("gsm8k", "mmlu"), limit=None, batch_size=32),
+        # At 500 prompts per family a rate's standard error is at most ~0.022: a 3-point drop is a regression,
+        # not noise. Absolute floors depend on the model and stay off until a release sets them.
+        gate=EvalGateConfig(
+            min_accuracy=dict.fromkeys(GATE_FAMILIES, 0.0),
+            min_format_rate=0.9,
+            max_tokens_per_correct=None,
+            max_accuracy_regression=0.03,
+            max_heldout_loss_regression=0.05,
+        ),
     )

@@ -1,4 +1,4 @@
-"""Config arguments shared by every ``python -m tasks.<stage>`` entry point and the pipeline CLI."""
+"""Config arguments shared by every ``python -m tasks <stage>`` entry point and the pipeline CLI."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overrides",
         default=None,
-        help="dotted overrides, 'curate.seq_len=128 seed=7' or YAML '{curate: {seq_len: 128}}'",
+        help="dotted overrides, 'curate.stdlib_max_files=50 seed=7' or YAML '{curate: {stdlib_max_files: 50}}'",
     )
     parser.add_argument("--config", default=None, help="YAML file with any subset of the config's keys")
 

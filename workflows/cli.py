@@ -1,6 +1,6 @@
 """``ling26`` / ``python -m workflows.cli``: run the pipeline through Flyte and say where its results are.
 
-    python -m workflows.cli run --profile tiny_cpu --overrides 'curate.seq_len=128'
+    python -m workflows.cli run --profile tiny_cpu --overrides 'curate.stdlib_max_files=50'
     python -m workflows.cli run --remote ...      # same workflow on a Flyte cluster (flyte.config [platform])
 
 The config is validated before Flyte starts, so a bad key fails in a second with its name. After a
