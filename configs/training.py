@@ -139,9 +139,7 @@ class SFTPhaseConfig:
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.seq_len, self.log_every, self.checkpoint_every) < 1:
-            raise ConfigError(
-                "post_train.sft: steps, batch_size, seq_len, log_every and checkpoint_every must be >= 1"
-            )
+            raise ConfigError("post_train.sft: steps, batch_size, seq_len, log_every and checkpoint_every must be >= 1")
 
 
 @config
