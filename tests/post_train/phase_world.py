@@ -136,3 +136,25 @@ def weights_digest(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def write_stage_world(world: World, curated: Path, base: Path) -> None:
+    """The stage's inputs for this world, laid out as the curation and migration stages lay them out: the
+    tokenizer, one correct candidate per prompt (the SFT table), the prompts as RL, SFT and eval sets, and the
+    world's starting model as the migrated checkpoint."""
+    from corpus.env_data import prompt_frame
+    from corpus.tokenizer import save_tokenizer
+    from model import export_checkpoint
+
+    rows = [
+        {"prompt_id": t.task_id, "candidate_idx": 0, "family": t.family, "difficulty": int(t.difficulty),
+         "prompt": t.prompt, "response": response, "style": "short", "correct": True, "n_chars": len(response)}
+        for t, response in zip(world.tasks, world.sft_rows["response"], strict=True)
+    ]  # fmt: skip
+    candidates = pd.DataFrame(rows)
+    candidates.to_parquet(curated / "candidates.parquet", index=False)
+    candidates.drop(columns="candidate_idx").to_parquet(curated / "sft.parquet", index=False)
+    for name in ("rl_prompts", "sft_prompts", "eval"):
+        prompt_frame(world.tasks).to_parquet(curated / f"{name}.parquet", index=False)
+    save_tokenizer(world.tokenizer, curated / "tokenizer")
+    export_checkpoint(world.model().eval(), base / "checkpoint")
