@@ -106,7 +106,7 @@ def run_once(
 
 
 def summarise(runs: list[dict[str, Any]], etas: list[int]) -> dict[str, Any]:
-    """Per η: mean wall time and reward over seeds, speed-ups against η = 0 (seed-matched means)."""
+    """Per η: mean wall time and reward over seeds, speed-ups of the means against η = 0 (every η ran the same seeds)."""
     by_eta = {eta: [r for r in runs if r["eta"] == eta and r["kind"] == "latency"] for eta in etas}
     base = by_eta.get(0)
     table = {}
