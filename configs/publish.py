@@ -33,4 +33,7 @@ class PublishConfig:
     dataset_stages: tuple[str, ...] = ("curate",)
     # A release built from a dirty work tree is refused unless this is set; the card then says so.
     allow_dirty: bool = False
+    # A release whose stage outputs DVC did not version (lineage.dvc=false) is refused unless this is set; the
+    # card then says its data and checkpoints cannot be fetched by hash.
+    allow_unversioned: bool = False
     max_new_tokens: int = 256

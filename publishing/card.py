@@ -52,7 +52,8 @@ Evaluation gate: **{{ "passed" if eval_gate.passed else "failed" }}**{% if eval_
 Evaluation passed, every data contract held, and the lineage below is complete.
 
 - git work tree dirty: **{{ "yes" if lineage.dirty else "no" }}**{% if verdict.dirty_allowed %} (allowed by `allow_dirty`: this release cannot be rebuilt from the commit alone){% endif %}
-
+{% if verdict.unversioned_allowed %}- stage outputs versioned by DVC: **no** (allowed by `allow_unversioned`: the data and checkpoints below cannot be fetched by hash)
+{% endif %}
 ## Lineage
 
 - MLflow tracking URI: `{{ lineage.tracking_uri }}`

@@ -31,6 +31,8 @@ class GateVerdict:
     reasons: tuple[str, ...]
     # True when the tree was dirty and `allow_dirty` let it through; the card and the registry say so.
     dirty_allowed: bool
+    # True when stage outputs were not DVC-versioned and `allow_unversioned` let it through; the card says so.
+    unversioned_allowed: bool = False
 
 
 def check_release(lineage: ReleaseLineage, config: PublishConfig) -> GateVerdict:
@@ -40,7 +42,13 @@ def check_release(lineage: ReleaseLineage, config: PublishConfig) -> GateVerdict
             "the git work tree was dirty when a stage or the pipeline ran: commit the changes and re-run the "
             "pipeline, or set publish.allow_dirty=true (the card will record it)"
         )
-    return GateVerdict(passed=not reasons, reasons=tuple(reasons), dirty_allowed=lineage.dirty and config.allow_dirty)
+    unversioned = any(not s.outputs or not all(s.outputs.values()) for s in lineage.stages)
+    return GateVerdict(
+        passed=not reasons,
+        reasons=tuple(reasons),
+        dirty_allowed=lineage.dirty and config.allow_dirty,
+        unversioned_allowed=unversioned and config.allow_unversioned,
+    )
 
 
 def require_release(lineage: ReleaseLineage, config: PublishConfig) -> GateVerdict:
@@ -97,10 +105,10 @@ def _lineage_reasons(lineage: ReleaseLineage, config: PublishConfig) -> list[str
             continue
         if not stage.run_id:
             reasons.append(f"stage {name} has no MLflow run id")
-        if not stage.outputs or not all(stage.outputs.values()):
+        if (not stage.outputs or not all(stage.outputs.values())) and not config.allow_unversioned:
             reasons.append(
                 f"stage {name} (run {stage.run_id or '?'}) has no DVC output hashes: run it with lineage.dvc=true "
-                "inside the DVC repository"
+                "inside the DVC repository, or set publish.allow_unversioned=true (the card will record it)"
             )
         if stage.git_sha in ("", UNKNOWN_SHA):
             reasons.append(f"stage {name} (run {stage.run_id or '?'}) has no git commit")

@@ -91,8 +91,10 @@ OVERRIDES = {
     "evaluate.gate.max_accuracy_regression": None,
     "evaluate.gate.max_heldout_loss_regression": None,
     "evaluate.gate.max_tokens_per_correct": None,
-    # A developer's edited tree must not stop the test; the card records the allowance.
+    "evaluate.gate.min_format_rate": None,
+    # A developer's edited tree must not stop the test, nor DVC being off here; the card records both.
     "publish.allow_dirty": True,
+    "publish.allow_unversioned": True,
 }
 
 
@@ -118,9 +120,10 @@ def run_pipeline() -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def two_runs():
     first = run_pipeline()
-    assert first.returncode == 0, first.stderr[-6000:]
+    # Flyte prints a failed task's traceback to stdout, the stages log to stderr: show the end of both.
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     second = run_pipeline()
-    assert second.returncode == 0, second.stderr[-6000:]
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

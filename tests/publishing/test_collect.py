@@ -94,7 +94,8 @@ def test_a_stage_without_dvc_hashes_is_refused(tracking_uri, pipeline_runs, conf
     lineage = collect_lineage(tracking_uri=tracking_uri, parent_run_id=parent, stage_run_ids=run_ids, eval_gate=GATE)
     reasons = check_release(lineage, dataclasses.replace(config, allow_dirty=True)).reasons
     assert reasons == (f"stage pretrain (run {run_ids['pretrain']}) has no DVC output hashes: run it with "
-                       "lineage.dvc=true inside the DVC repository",)  # fmt: skip
+                       "lineage.dvc=true inside the DVC repository, or set publish.allow_unversioned=true (the card "
+                       "will record it)",)  # fmt: skip
 
 
 def test_stage_run_ids_come_from_the_stage_reports():

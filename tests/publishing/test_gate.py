@@ -85,6 +85,24 @@ def test_dirty_tree_passes_only_when_allowed_and_says_so(lineage, config):
     assert not check_release(lineage, dataclasses.replace(config, allow_dirty=True)).dirty_allowed
 
 
+def test_unversioned_outputs_pass_only_when_allowed_and_the_card_says_so(lineage, config, checkpoint, tmp_path):
+    from publishing import build_hf_folder
+    from publishing.card import render_card
+
+    stages = tuple(dataclasses.replace(s, outputs={}) if s.stage == "pretrain" else s for s in lineage.stages)
+    unversioned = dataclasses.replace(lineage, stages=stages)
+    refused = check_release(unversioned, config)
+    assert not refused.passed and any("pretrain" in r and "allow_unversioned" in r for r in refused.reasons)
+    allowed = check_release(unversioned, dataclasses.replace(config, allow_unversioned=True))
+    assert allowed.passed and allowed.unversioned_allowed
+    assert not check_release(lineage, dataclasses.replace(config, allow_unversioned=True)).unversioned_allowed
+    folder = build_hf_folder(checkpoint, tmp_path / "hf", max_shard_bytes=config.max_shard_bytes, max_new_tokens=8)
+    card = render_card(
+        lineage=unversioned, verdict=allowed, folder=folder, config=config, publish_run_id="r", registered_model="m"
+    )
+    assert "versioned by DVC: **no** (allowed by `allow_unversioned`" in str(card)
+
+
 def test_refusal_happens_before_any_side_effect(checkpoint, lineage, config, tracking_uri, publish_run, tmp_path):
     import mlflow
 

@@ -126,8 +126,10 @@ def test_a_slow_tool_call_does_not_stop_other_rows_or_the_trainer():
     try:
         history = scheduler.run(3)  # finishes while one row is stuck in its tool call
         assert env.blocked and not env.release.is_set() and len(history) == 3
-        stuck = [r for g in scheduler.groups.values() for r in g.records if r.stage == "observe"]
-        assert len(stuck) == 1
+        waiting = [r for g in scheduler.groups.values() for r in g.records if r.stage == "observe"]
+        # The hung row is still waiting; another row's (fast) tool call may be in flight as run() returns,
+        # so more than one can be waiting at that instant, never none.
+        assert waiting and all(r.response_ids for r in waiting)
     finally:
         env.release.set()
         scheduler.envs.shutdown()
