@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from configs.base import ConfigError
 from configs.training import EngineConfig, OptimConfig
 from kernels.dispatch import default_device
 from training.engine import Engine
@@ -58,3 +59,16 @@ def build_engine(
         micro_batch_size=micro_batch_size,
         param_groups=param_groups,
     )
+
+
+def require_in_place_training(engine_cfg: EngineConfig, where: str) -> None:
+    """Refuse ZeRO-3 before any work for stages that sample rollouts from, and export, the very module they
+    train (post-training, distillation): ZeRO-3 leaves only shards in that module after the first update, so
+    generation and the export would read empty tensors. Pre-training and migration gather through
+    ``Engine.full_module`` instead and take ZeRO-3."""
+    if engine_cfg.backend == "deepspeed" and engine_cfg.zero_stage == 3:
+        raise ConfigError(
+            f"{where}.engine.zero_stage=3 is not supported: this stage samples from and exports the module it "
+            f"trains in place. Use {where}.engine.zero_stage=2 (with offload_optimizer=true to save memory); "
+            "gathered ZeRO-3 training for it belongs to the scale path (issue 13)"
+        )

@@ -53,6 +53,9 @@ def run_distill(
 ) -> dict[str, Any]:
     """Distil ``teachers`` (stage name -> output folder holding ``checkpoint/``) into the ``student``
     stage's checkpoint; write ``out_dir`` (module docstring). Returns flat float metrics plus "contracts"."""
+    from training.builder import require_in_place_training
+
+    require_in_place_training(cfg.distill.engine, "distill")
     from corpus.tokenizer import PAD, load_tokenizer
     from environments import all_environments
     from evals.tasks import eval_tasks

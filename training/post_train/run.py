@@ -58,6 +58,9 @@ def run_post_train(
     checkpoint_root: Path | None = None,
 ) -> dict[str, Any]:
     """``checkpoint_root`` defaults to :func:`post_train_checkpoint_root`."""
+    from training.builder import require_in_place_training
+
+    require_in_place_training(cfg.post_train.engine, "post_train")
     from corpus.tokenizer import load_tokenizer
     from environments import all_environments
     from evals.tasks import eval_tasks, tasks_from_frame
