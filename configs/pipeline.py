@@ -21,7 +21,7 @@ from configs.distill import DistillConfig
 from configs.evaluation import EvaluateConfig, scale_evaluate
 from configs.migrate import MigrateConfig, MigratePhaseConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
-from configs.publish import PublishConfig
+from configs.publish import HF_MAX_SHARD_BYTES, PublishConfig
 from configs.rl import KPopRLConfig, scale_kpop_rl
 from configs.training import (
     EngineConfig,
@@ -167,7 +167,7 @@ def small_gpu() -> PipelineConfig:
             ),
             contracts=RowContractsConfig(max_pair_tokens=2048),
         ),
-        publish=PublishConfig(repo_id="ling26/ling26-small"),
+        publish=PublishConfig(repo_id="ling26/ling26-small", max_shard_bytes=HF_MAX_SHARD_BYTES),
         lineage=LineageConfig(registered_model="ling26-small"),
     )
 
@@ -295,7 +295,7 @@ def _paper_scale(name: str, model: ModelConfig, *, peak_lr: float, batch: int, s
         ),
         kpop_rl=scale_kpop_rl(),
         evaluate=scale_evaluate(),
-        publish=PublishConfig(repo_id=f"ling26/{name.replace('_', '-')}"),
+        publish=PublishConfig(repo_id=f"ling26/{name.replace('_', '-')}", max_shard_bytes=HF_MAX_SHARD_BYTES),
         lineage=LineageConfig(registered_model=name.replace("_", "-")),
     )
 

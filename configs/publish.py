@@ -8,8 +8,10 @@ from typing import Literal
 
 from configs.base import config
 
-# Hugging Face's own default shard size; the tiny profile lowers it so its model still ships as several shards.
+# Hugging Face's own default shard size, for the GPU profiles. The tiny model (~7.7 MB of fp32 tensors) ships
+# in 4 MB shards, so every `make run` publishes the sharded layout (index included) that large models use.
 HF_MAX_SHARD_BYTES = 5_000_000_000
+TINY_MAX_SHARD_BYTES = 4_000_000
 
 
 @config
@@ -23,14 +25,15 @@ class PublishConfig:
     revision: str = "main"
     # None => `<state dir>/hub` (``lineage.paths.state_dir``); the repository lands in `<dry_run_dir>/<repo_id>`.
     dry_run_dir: str | None = None
-    max_shard_bytes: int = HF_MAX_SHARD_BYTES
+    max_shard_bytes: int = TINY_MAX_SHARD_BYTES
     license: str = "apache-2.0"
     tags: tuple[str, ...] = ("ling26", "bailing_moe", "moe", "hybrid-attention", "text-generation")
     base_model: str | None = None
     # Stages whose run, DVC outputs and git state the card must link; a release missing one is refused.
     required_stages: tuple[str, ...] = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate")
-    # Stages whose DVC outputs are datasets (listed under the card's `datasets`); the others hold checkpoints.
-    dataset_stages: tuple[str, ...] = ("curate",)
+    # Stages whose DVC outputs are data (the curated corpus, the evaluation tables), listed under the card's
+    # `datasets`; the others hold checkpoints.
+    dataset_stages: tuple[str, ...] = ("curate", "evaluate")
     # A release built from a dirty work tree is refused unless this is set; the card then says so.
     allow_dirty: bool = False
     # A release whose stage outputs DVC did not version (lineage.dvc=false) is refused unless this is set; the

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from publishing_shapes import SHARD_BYTES
 
 from configs.model import tiny_model
 from corpus.tokenizer import save_tokenizer, train_tokenizer
@@ -35,8 +36,6 @@ from publishing import (
 
 torch.set_num_threads(1)
 
-# The tiny model holds ~7 MB of fp32 tensors: 2 MB shards make a sharded folder of it.
-SHARD_BYTES = 2_000_000
 STAGES = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate")
 
 

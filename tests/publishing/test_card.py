@@ -40,7 +40,7 @@ def test_metadata_round_trips_through_the_hub_parser(tmp_path, lineage, config):
     assert data.pipeline_tag == "text-generation"
     assert data.tags == list(config.tags)
     assert data.base_model == "inclusionAI/Ling-mini-2.0"
-    assert data.datasets == ["data/curate"]
+    assert data.datasets == ["data/curate", "data/evaluate"]
     assert data.model_name == "ling26-tiny"
     got = {(r.task_name, r.metric_type): r.metric_value for r in data.eval_results}
     assert got == {(m.task, m.metric): m.value for m in lineage.eval_gate.metrics}
@@ -79,7 +79,7 @@ def test_body_links_back_to_every_run_data_version_and_commit(tmp_path, lineage,
     for stage in lineage.stages:
         assert stage.run_id in text, stage.stage
         for path, md5 in stage.outputs.items():
-            kind = "dataset" if stage.stage == "curate" else "checkpoint"
+            kind = "dataset" if stage.stage in config.dataset_stages else "checkpoint"
             assert f"| `{path}` | {kind} | {stage.stage} | `{md5}` |" in text
 
 

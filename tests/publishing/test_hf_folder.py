@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import SHARD_BYTES
+from publishing_shapes import SHARD_BYTES
 from safetensors.torch import load_file
 
 from model.export import ARCHITECTURE_FILES, read_state_dict
