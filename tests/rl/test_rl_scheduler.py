@@ -80,7 +80,7 @@ def test_eta_zero_reproduces_the_synchronous_trajectory_exactly():
 
 def test_partial_rollouts_resume_under_the_next_version_and_say_so():
     cfg = SchedulerConfig(
-        max_staleness=2, batch_groups=2, samples_per_prompt=2, max_new_tokens=24, chunk_tokens=3, step_token_budget=40
+        max_staleness=2, batch_groups=2, samples_per_prompt=2, max_new_tokens=24, chunk_tokens=3, step_token_budget=24
     )
     scheduler = toy_scheduler(cfg, latency=lognormal_latency(0.002, 1.0))
     trained_groups = []
