@@ -16,6 +16,7 @@ from configs.base import (
     parse_overrides,
     schema_fingerprint,
 )
+from configs.cluster import ClusterConfig, paper_cluster, small_gpu_cluster
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.distill import DistillConfig
 from configs.evaluation import EvaluateConfig, scale_evaluate
@@ -62,6 +63,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = EvaluateConfig()
     publish: PublishConfig = PublishConfig()
     lineage: LineageConfig = LineageConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         for name, seq_len in (
@@ -169,6 +171,7 @@ def small_gpu() -> PipelineConfig:
         ),
         publish=PublishConfig(repo_id="ling26/ling26-small", max_shard_bytes=HF_MAX_SHARD_BYTES),
         lineage=LineageConfig(registered_model="ling26-small"),
+        cluster=small_gpu_cluster(),
     )
 
 
@@ -208,16 +211,27 @@ def _migrate(
     )
 
 
-def _paper_scale(name: str, model: ModelConfig, *, peak_lr: float, batch: int, sft_lr: float, dpo_lr: float):
+def _paper_scale(
+    name: str,
+    model: ModelConfig,
+    *,
+    peak_lr: float,
+    batch: int,
+    sft_lr: float,
+    dpo_lr: float,
+    cluster: ClusterConfig,
+):
     """The paper profiles: Ling 2.0's pre-training recipe for the same-size base (METHODS §1.1, from the Ling 2.0
     report: 20 T tokens at 4K context, WSM with 2,000 warmup steps and top-32 checkpoint merging, per-size peak
     lr and batch), the migration's budget (§3.1, §3.3), and the cited post-training recipes."""
     # The paper trains FP8 blockwise with Megatron parallelism; our engines offer bf16 and DeepSpeed ZeRO, and at
     # 100 B-1 T parameters only ZeRO-3 (parameters sharded too) fits a rank's memory.
     engine = EngineConfig(zero_stage=3, precision="bf16")
-    # `batch` sequences of 4,096 tokens per step = 1 sequence x 8 accumulation steps x batch / 8 data ranks.
+    # `batch` sequences of 4,096 tokens per step = 1 sequence x `accum` accumulation steps x the cluster's data ranks.
     tokens_per_step = batch * 4096
-    accum = 8
+    if batch % cluster.data_parallel:
+        raise ConfigError(f"{name}: batch {batch} is not a multiple of cluster.data_parallel {cluster.data_parallel}")
+    accum = batch // cluster.data_parallel
     return PipelineConfig(
         profile=name,
         model=model,
@@ -297,19 +311,44 @@ def _paper_scale(name: str, model: ModelConfig, *, peak_lr: float, batch: int, s
         evaluate=scale_evaluate(),
         publish=PublishConfig(repo_id=f"ling26/{name.replace('_', '-')}", max_shard_bytes=HF_MAX_SHARD_BYTES),
         lineage=LineageConfig(registered_model=name.replace("_", "-")),
+        cluster=cluster,
     )
 
 
 def ling26_flash() -> PipelineConfig:
     # Ling-flash-2.0: peak lr 2.61e-4, batch 8,352 (METHODS §1.1). SFT lr 5e-6 (DeepSeek-V3; Tülu 3 8 B), DPO lr
     # 5e-7 (Tülu 3 8 B, Zephyr).
-    return _paper_scale("ling26_flash", ling26_flash_model(), peak_lr=2.61e-4, batch=8352, sft_lr=5e-6, dpo_lr=5e-7)
+    # 58 nodes x 8 H100 = 464 ZeRO-3 ranks, accumulation 18 (8,352 = 464 x 18; node counts that divide the batch
+    # are 29, 36, 58, 87, 116, ...): 20 T tokens x 6 x 6.1 B active = 7.3e23 FLOPs, ~45 days at 40 % MFU of 989
+    # bf16 TFLOP/s [derived]. Post-training on 16 nodes: 16 B/parameter x 100 B / 128 ranks = 12.5 GB of ZeRO-3 state.
+    cluster = paper_cluster(accelerator="nvidia-h100", gpu_memory_gib=80, pretrain_nodes=58, post_train_nodes=16)
+    return _paper_scale(
+        "ling26_flash",
+        ling26_flash_model(),
+        peak_lr=2.61e-4,
+        batch=8352,
+        sft_lr=5e-6,
+        dpo_lr=5e-7,
+        cluster=cluster,
+    )
 
 
 def ling26_1t() -> PipelineConfig:
     # Ling-1T: peak lr 1.86e-4, batch 18,144 (METHODS §1.1). SFT lr 2e-6 and DPO lr 2e-7: Tülu 3's 70 B values,
     # the largest model a cited fine-tuning recipe gives.
-    return _paper_scale("ling26_1t", ling26_1t_model(), peak_lr=1.86e-4, batch=18144, sft_lr=2e-6, dpo_lr=2e-7)
+    # 252 nodes x 8 H200 (141 GB) = 2,016 ZeRO-3 ranks, accumulation 9 (18,144 = 2,016 x 9): 20 T tokens x 6 x
+    # ~50 B active = 6e24 FLOPs, ~86 days at 40 % MFU [derived]; 16 B x 1 T / 2,016 = 7.9 GB of state per GPU.
+    # Post-training on 32 nodes: 16 TB / 256 ranks = 62.5 GB of state, the rest of 141 GB for 32K-token activations.
+    cluster = paper_cluster(accelerator="nvidia-h200", gpu_memory_gib=141, pretrain_nodes=252, post_train_nodes=32)
+    return _paper_scale(
+        "ling26_1t",
+        ling26_1t_model(),
+        peak_lr=1.86e-4,
+        batch=18144,
+        sft_lr=2e-6,
+        dpo_lr=2e-7,
+        cluster=cluster,
+    )
 
 
 PROFILES: dict[str, Callable[[], PipelineConfig]] = {
