@@ -7,6 +7,7 @@ migration phases given a larger share than the paper's 4 % because a toy needs s
     partial_training (3b)   + g_proj, g_norm, GQA W_qkv                      20 / 1e-3 / 5
     mla_warmup      (4)     the MLA projections TransMLA built               40 / 3e-3 / 10
     continued_pretraining   everything (WSM: constant lr, merge last k)     200 / 1e-3 / 4  (2 % of the stage)
+    context_extension       everything, YaRN on MLA rope, u = 1e-4          60 x 4 x 1024 / 5e-4 / 5
 """
 
 from __future__ import annotations
@@ -30,6 +31,66 @@ class MigratePhaseConfig:
             raise ConfigError(f"migrate phase steps and warmup_steps must be >= 0, got {self}")
         if self.lr <= 0:
             raise ConfigError(f"migrate phase lr must be positive, got {self.lr}")
+
+
+@config
+class ExtensionStageConfig:
+    """One context-extension stage: windows of ``seq_len`` tokens, YaRN factor seq_len / the pre-trained context."""
+
+    seq_len: int
+    steps: int
+    lr: float
+    warmup_steps: int = 0
+    # Share of each batch's rows that are long documents (curated corpus windows of seq_len); the rest are
+    # retrieval haystacks. The paper's first 32K stage keeps 20 % of its sequences long (METHODS §3.1).
+    long_document_fraction: float = 0.75
+    micro_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if min(self.seq_len, self.micro_batch_size) < 1 or self.steps < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"migrate.context_extension stage: seq_len, micro_batch_size >= 1, steps >= 0: {self}")
+        if self.lr <= 0 or not 0.0 <= self.long_document_fraction <= 1.0:
+            raise ConfigError(f"migrate.context_extension stage: lr > 0, long_document_fraction in [0, 1]: {self}")
+
+
+@config
+class ContextExtensionConfig:
+    """Mid-training at longer contexts after continued pre-training (METHODS §3.1): the stages in order, each
+    YaRN-scaling the MLA rotary part to its length, on long documents + synthetic pass-key haystacks (built by
+    the curation stage, ``corpus.haystack``), with the lower expert-bias update rate of mid-training (§1.2)."""
+
+    # Tiny: 8x the pre-training context (128 -> 1024) in 60 steps of 4 windows, in the make-run budget.
+    stages: tuple[ExtensionStageConfig, ...] = (ExtensionStageConfig(seq_len=1024, steps=60, lr=5e-4, warmup_steps=5),)
+    # u of the aux-loss-free expert-bias update during extension: 1e-4 after 1e-3 (METHODS §1.2, S1 §2.3.1).
+    router_bias_update_rate: float = 1e-4
+    # YaRN ramp (alpha = beta_slow, beta = beta_fast turns over the original context) and temperature split.
+    yarn_beta_fast: float = 32.0
+    yarn_beta_slow: float = 1.0
+    yarn_mscale: float = 1.0
+    yarn_mscale_all_dim: float = 1.0
+    # Training haystacks the curation stage writes (haystack.parquet): lengths are drawn up to the longest stage.
+    train_haystacks: int = 256
+    # Retrieval measured before and after extension on the same prompts (evals.long_context).
+    retrieval_lengths: tuple[int, ...] = (128, 256, 512, 1024)
+    retrieval_depths: tuple[float, ...] = (0.0, 0.5, 1.0)
+    retrieval_samples_per_cell: int = 4
+
+    def __post_init__(self) -> None:
+        lengths = [stage.seq_len for stage in self.stages]
+        if lengths != sorted(lengths):
+            raise ConfigError(f"migrate.context_extension.stages must not shorten the context, got {lengths}")
+        if self.router_bias_update_rate < 0 or self.train_haystacks < 0 or self.retrieval_samples_per_cell < 1:
+            raise ConfigError("migrate.context_extension: router_bias_update_rate, train_haystacks >= 0; samples >= 1")
+        if self.yarn_beta_fast <= self.yarn_beta_slow:
+            raise ConfigError("migrate.context_extension: yarn_beta_fast must exceed yarn_beta_slow")
+        if not self.retrieval_lengths or min(self.retrieval_lengths) < 1:
+            raise ConfigError("migrate.context_extension.retrieval_lengths must be positive token counts")
+        if any(not 0.0 <= d <= 1.0 for d in self.retrieval_depths) or not self.retrieval_depths:
+            raise ConfigError("migrate.context_extension.retrieval_depths must lie in [0, 1]")
+
+    @property
+    def max_seq_len(self) -> int:
+        return max((stage.seq_len for stage in self.stages), default=0)
 
 
 @config
@@ -66,6 +127,8 @@ class MigrateConfig:
     checkpoint_every: int = 25
     keep_checkpoints: int = 4
     seed: int = 0
+    # After the gate's continued pre-training: mid-training at longer contexts (no stages: no extension).
+    context_extension: ContextExtensionConfig = ContextExtensionConfig()
 
     def __post_init__(self) -> None:
         sizes = (

@@ -11,6 +11,31 @@ from configs.base import ConfigError, config
 
 
 @config
+class RopeScalingConfig:
+    """YaRN scaling of the MLA layers' rotary part (Peng et al. 2023), under DeepSeek-V3's key names, written into
+    config.json as ``rope_scaling``. Set by the migration stage's context extension, never by hand."""
+
+    rope_type: Literal["yarn"] = "yarn"
+    # s = extended context / original context.
+    factor: float
+    original_max_position_embeddings: int
+    # Frequencies turning more than beta_fast times over the original context keep their value, fewer than
+    # beta_slow are divided by s; a ramp in between (YaRN's alpha/beta; 32 / 1 as in the paper and DeepSeek-V3).
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    # Temperature sqrt(1/t) = 0.1·m·ln(s) + 1: cos/sin carry mscale(m=mscale) / mscale(m=mscale_all_dim) and MLA's
+    # softmax scale mscale(m=mscale_all_dim)², so 1 / 1 puts YaRN's whole temperature on every MLA dim.
+    mscale: float = 1.0
+    mscale_all_dim: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.factor < 1.0 or self.original_max_position_embeddings < 1 or self.beta_fast <= self.beta_slow:
+            raise ConfigError(
+                f"model.rope_scaling: need factor >= 1, a positive context, beta_fast > beta_slow: {self}"
+            )
+
+
+@config
 class ModelConfig:
     # Shared Ling-2.0 (BailingMoeV2) keys.
     vocab_size: int = 157184
@@ -57,6 +82,8 @@ class ModelConfig:
     qk_nope_head_dim: int = 128
     v_head_dim: int = 128
     rope_interleave: bool = True
+    # YaRN on the MLA rotary part after context extension (None: plain RoPE, as pre-trained).
+    rope_scaling: RopeScalingConfig | None = None
 
     def __post_init__(self) -> None:
         checks = [

@@ -44,6 +44,8 @@ TAILS = (
 )  # fmt: skip
 FILLER_WORDS = frozenset(w for part in (SUBJECTS, VERBS, OBJECTS, TAILS) for phrase in part for w in phrase.split())
 _FIRST_NUMBER = re.compile(r"\d+")
+# The random stream evaluation haystacks come from ("haystack": what every earlier evaluation drew).
+EVAL_NAMESPACE = "haystack"
 
 TokenizerOrLenFn = Any  # an object whose ``encode(text)`` returns ids (or an Encoding), or ``str -> int``
 
@@ -75,6 +77,7 @@ class Haystack:
     depth: float
     prompt_tokens: int
     needle_index: int  # filler sentences before the needle
+    name: str  # whose pass key the needle states
 
 
 def _render(filler: Sequence[str], depth: float, needle: str, question: str) -> tuple[str, int]:
@@ -83,12 +86,15 @@ def _render(filler: Sequence[str], depth: float, needle: str, question: str) -> 
     return f"{HEADER}{text}\n{question}", cut
 
 
-def haystack(tokenizer_or_len_fn: TokenizerOrLenFn, length: int, depth: float, seed: int) -> Haystack:
-    """The longest haystack of at most ``length`` tokens for (length, depth, seed); see the module docstring."""
+def haystack(
+    tokenizer_or_len_fn: TokenizerOrLenFn, length: int, depth: float, seed: int, *, namespace: str = EVAL_NAMESPACE
+) -> Haystack:
+    """The longest haystack of at most ``length`` tokens for (length, depth, seed); see the module docstring.
+    ``namespace`` seeds a separate stream: training data (``corpus.haystack``) never draws the evaluation's."""
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must lie in [0, 1], got {depth}")
     count = _length_fn(tokenizer_or_len_fn)
-    rng = random.Random(f"haystack|{seed}|{length}|{depth}")
+    rng = random.Random(f"{namespace}|{seed}|{length}|{depth}")
     name = invented_names(rng, 1, avoid=FILLER_WORDS)[0].capitalize()
     key = str(rng.randint(10_000, 99_999))
     needle, question = f"The pass key of {name} is {key}.", f"What is the pass key of {name}?\n"
@@ -110,14 +116,26 @@ def haystack(tokenizer_or_len_fn: TokenizerOrLenFn, length: int, depth: float, s
         filler.pop()
         prompt, cut = _render(filler, depth, needle, question)
     return Haystack(
-        prompt=prompt, answer=key, length=length, depth=depth, prompt_tokens=count(prompt), needle_index=cut
+        prompt=prompt, answer=key, length=length, depth=depth, prompt_tokens=count(prompt), needle_index=cut, name=name
     )
 
 
-def make_haystack(tokenizer_or_len_fn: TokenizerOrLenFn, length: int, depth: float, seed: int) -> tuple[str, str]:
+def make_haystack(
+    tokenizer_or_len_fn: TokenizerOrLenFn, length: int, depth: float, seed: int, *, namespace: str = EVAL_NAMESPACE
+) -> tuple[str, str]:
     """(prompt, answer): a pass-key haystack of at most ``length`` tokens, the needle at ``depth``."""
-    stack = haystack(tokenizer_or_len_fn, length, depth, seed)
+    stack = haystack(tokenizer_or_len_fn, length, depth, seed, namespace=namespace)
     return stack.prompt, stack.answer
+
+
+def eval_haystacks(tokenizer_or_len_fn: TokenizerOrLenFn, cfg: RetrievalConfig, seed: int = 0) -> list[Haystack]:
+    """Every haystack ``evaluate_retrieval(cfg, seed=seed)`` reads, in its order."""
+    return [
+        haystack(tokenizer_or_len_fn, length, depth, seed * cfg.samples_per_cell + s)
+        for length in cfg.lengths
+        for depth in cfg.depths
+        for s in range(cfg.samples_per_cell)
+    ]
 
 
 def retrieved(response: str, answer: str) -> bool:
@@ -133,10 +151,7 @@ def evaluate_retrieval(
     ``engine`` (its ``encode`` measures length, its ``generate`` answers greedily). Zero accuracy is a result,
     reported like any other."""
     cells = [(length, depth) for length in cfg.lengths for depth in cfg.depths]
-    samples = range(cfg.samples_per_cell)
-    stacks = [
-        haystack(engine, length, depth, seed * cfg.samples_per_cell + s) for length, depth in cells for s in samples
-    ]
+    stacks = eval_haystacks(engine, cfg, seed)
     params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, seed=seed)
     hits = [
         retrieved(g.text, s.answer)

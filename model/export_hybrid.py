@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from configs.base import ConfigError
-from configs.model import ModelConfig
+from configs.model import ModelConfig, RopeScalingConfig
 from model.export import (
     ARCHITECTURE_FILES,
     FIXED_KEYS,
@@ -52,21 +52,37 @@ HYBRID_AUTO_MAP = {
 }
 # ModelConfig fields that are BailingMoeV2_5Config keys: the Ling-2.0 ones plus the hybrid shapes.
 HYBRID_KEYS = (*HF_KEYS, "layer_group_size", "group_norm_size", "linear_silu", "q_lora_rank", "kv_lora_rank",
-               "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "rope_interleave")  # fmt: skip
+               "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "rope_interleave", "rope_scaling")  # fmt: skip
 # Keys whose value this architecture fixes. The first group is written out (keys of the official 2.5 config);
 # the Ling-2.0 ones are only checked when a config.json carries them.
 WRITTEN_FIXED_KEYS: dict[str, Any] = {
     "norm_topk_prob": True,
-    "rope_scaling": None,
     "embedding_dropout": 0.0,
     "attention_dropout": 0.0,
     "output_dropout": 0.0,
     "scoring_func": "sigmoid",
     "topk_method": "noaux_tc",
 }
-HYBRID_FIXED_KEYS: dict[str, Any] = {**FIXED_KEYS, **WRITTEN_FIXED_KEYS, "linear_rope": True}
+# rope_scaling is the hybrid's own key (YaRN after context extension), not fixed as in the Ling-2.0 base.
+HYBRID_FIXED_KEYS: dict[str, Any] = {
+    **{k: v for k, v in FIXED_KEYS.items() if k != "rope_scaling"},
+    **WRITTEN_FIXED_KEYS,
+    "linear_rope": True,
+}
 # Derived keys (checked against the shape keys) and keys without effect on the function.
 HYBRID_INFO_KEYS = INFO_KEYS | {"layer_types", "qk_head_dim", "seq_aux"}
+
+
+def rope_scaling_dict(scaling) -> dict[str, Any] | None:
+    """config.json's ``rope_scaling``: the YaRN keys of ``RopeScalingConfig``, or None for plain RoPE, from any
+    form it comes in (our config, a config.json dict, transformers' ``{"rope_type": "default", ...}``)."""
+    from model.layers import rope_scaling_value, yarn_params
+
+    scaling = yarn_params(scaling)
+    if scaling is None:
+        return None
+    values = {f.name: rope_scaling_value(scaling, f.name) for f in dataclasses.fields(RopeScalingConfig)}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def hf_hybrid_config_dict(config, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
@@ -81,6 +97,7 @@ def hf_hybrid_config_dict(config, dtype: torch.dtype = torch.float32) -> dict[st
         use_cache=True,
         layer_types=list(config.layer_types),
         qk_head_dim=config.qk_nope_head_dim + config.qk_rope_head_dim,
+        rope_scaling=rope_scaling_dict(config.rope_scaling),
     )
     return data
 
@@ -91,6 +108,7 @@ def model_config_from_hybrid_hf(data: Mapping[str, Any], base: ModelConfig | Non
     and derived keys that contradict the shape keys fail by name."""
     from model.configuration_bailing_moe_v2_5 import BailingMoeV2_5Config
 
+    data = {**data, "rope_scaling": rope_scaling_dict(data.get("rope_scaling"))}
     unknown = sorted(set(data) - set(HYBRID_KEYS) - set(HYBRID_FIXED_KEYS) - HYBRID_INFO_KEYS)
     if unknown:
         raise ConfigError(

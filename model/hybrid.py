@@ -28,7 +28,7 @@ from torch import nn
 from .attention import attention_bias
 from .decoder import shift_left
 from .hybrid_cache import HybridCache
-from .layers import RMSNorm, RotaryEmbedding, SwiGLUMLP
+from .layers import RMSNorm, RotaryEmbedding, SwiGLUMLP, yarn_params
 from .lightning_attention import Backend, DecayRule, LightningAttention, lightning_log_decay
 from .ling2 import BackboneOutput, CausalLM, default_position_ids
 from .mla import MultiLatentAttention
@@ -118,7 +118,11 @@ class HybridModel(nn.Module):
         self.layers = nn.ModuleList(main + mtp)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.partial_rotary_factor, config.rope_theta)
-        self.rotary_emb_mla = RotaryEmbedding(config.qk_rope_head_dim, 1.0, config.rope_theta)
+        # YaRN (``config.rope_scaling``, set by context extension) scales only MLA's table: the Lightning layers'
+        # rotary stays as trained (docs/decisions.md, context extension).
+        self.rotary_emb_mla = RotaryEmbedding(
+            config.qk_rope_head_dim, 1.0, config.rope_theta, getattr(config, "rope_scaling", None)
+        )
 
     def forward(
         self,
@@ -195,6 +199,16 @@ def set_decay_rule(model: nn.Module, rule: DecayRule) -> None:
     for module in model.modules():
         if isinstance(module, LightningAttention):
             module.set_decay_rule(rule)
+
+
+def set_rope_scaling(model: nn.Module, scaling) -> None:
+    """Give a built hybrid the MLA rope scaling ``scaling`` (None: plain RoPE): its MLA rotary table and every
+    MLA layer's softmax temperature. The caller updates ``model.config`` so an export carries the same."""
+    for module in model.modules():
+        if isinstance(module, HybridModel):
+            module.rotary_emb_mla.scaling = yarn_params(scaling)
+        elif isinstance(module, MultiLatentAttention):
+            module.set_rope_scaling(scaling)
 
 
 def set_lightning_backend(model: nn.Module, backend: Backend) -> None:

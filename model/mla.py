@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import RMSNorm, rotate_half
+from .layers import RMSNorm, rope_scaling_value, rotate_half, yarn_mscale, yarn_params
 
 
 def apply_interleaved_rotary(x_BHTR: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor) -> torch.Tensor:
@@ -63,8 +63,16 @@ class MultiLatentAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank, eps)
         self.kv_b_proj = nn.Linear(self.kv_lora_rank, H * (self.nope_dim + self.v_dim), bias=False)
         self.dense = nn.Linear(H * self.v_dim, D, bias=bias)
-        # No YaRN mscale: rope_scaling is fixed to None for this architecture.
-        self.scale = qk_dim**-0.5
+        self.set_rope_scaling(getattr(config, "rope_scaling", None))
+
+    def set_rope_scaling(self, scaling) -> None:
+        """Softmax scale (Kn + Kr)^-1/2, times YaRN's temperature mscale(s, mscale_all_dim)² when ``scaling`` is
+        set: on every dim, as DeepSeek-V3 applies it, since the nope dims see the longer context too."""
+        mscale, scaling = 1.0, yarn_params(scaling)
+        if scaling is not None:
+            factor = rope_scaling_value(scaling, "factor")
+            mscale = yarn_mscale(factor, rope_scaling_value(scaling, "mscale_all_dim", 1.0))
+        self.scale = (self.nope_dim + self.rope_dim) ** -0.5 * mscale**2
 
     def forward(
         self,

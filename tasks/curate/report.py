@@ -80,6 +80,7 @@ def _length_plot(out_dir: Path) -> Any:
 def run_recorded(ctx: StageContext) -> StageResult:
     """The curation stage inside its MLflow run: curate, then record inputs, outputs and contract counts."""
     from corpus.curation import run_curation
+    from corpus.haystack import write_haystacks
     from tasks.common import record_sandbox_isolation
 
     record_sandbox_isolation(ctx.run, ctx.cfg)
@@ -88,6 +89,7 @@ def run_recorded(ctx: StageContext) -> StageResult:
     on_bad_rows = ctx.options.get("on_bad_rows") or "quarantine"
     report = run_curation(ctx.cfg, ctx.out_dir, extra_documents=extra, on_bad_rows=on_bad_rows)
     deck = record_curation(ctx.run, report, ctx.out_dir, extra_documents=extra)
+    write_haystacks(ctx.cfg, ctx.out_dir, run=ctx.run)  # the migration stage's context-extension retrieval data
     quarantined = sum(t["rows_quarantined"] for t in report["tables"].values())
     return StageResult(
         summary_metrics={

@@ -24,6 +24,9 @@ WHOLE_CLASS_WHITELIST = {
     # The official Hugging Face config keys: exported as a whole into config.json (model.export) and read there by
     # the modeling code, transformers and vLLM, under a config object our analysis cannot type.
     "ModelConfig": "exported whole as the checkpoint's config.json",
+    # ModelConfig.rope_scaling: exported whole as config.json's rope_scaling and read there by key
+    # (model.layers.rope_scaling_value), by our modeling code, transformers and vLLM alike.
+    "RopeScalingConfig": "exported whole as config.json's rope_scaling",
 }
 FIELD_WHITELIST = {
     # Chosen by name from the config in a loop over the phase names (training.migrate.run: getattr(mcfg, name)).
