@@ -14,6 +14,8 @@ Outputs (all under ``out_dir``):
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,19 @@ from configs import PipelineConfig, config_hash, to_dict
 from corpus import dedup
 from corpus.decontaminate import EvalIndex
 from corpus.env_data import candidate_frame, example_pages, generate_tasks, prompt_frame, sft_frame
-from corpus.shards import tokenize_documents, write_shards
+from corpus.shard_work import (
+    DOCS_PER_SHARD,
+    DocRecord,
+    IntakeItem,
+    analyse_rows,
+    chunks,
+    dump,
+    load,
+    tokenize_texts,
+)
+from corpus.shards import join_documents, write_shards
 from corpus.sources import read_extra_documents, stable_seed, stdlib_documents
-from corpus.tokenizer import EOS, save_tokenizer, train_tokenizer
+from corpus.tokenizer import EOS, load_tokenizer, save_tokenizer, train_tokenizer
 from data_contracts import (
     CandidateResponse,
     PretrainDocument,
@@ -75,12 +87,14 @@ def _screen_prompts(
 
 
 def _filter_documents(
-    docs: pd.DataFrame, ledger: QuarantineLedger, cfg: PipelineConfig, index: EvalIndex
+    docs: pd.DataFrame, records: list[DocRecord], ledger: QuarantineLedger, cfg: PipelineConfig, index: EvalIndex
 ) -> pd.DataFrame:
+    """Exact, then near duplicates, then eval n-gram overlap, decided in document order from the features
+    the map computed (``records[i]`` belongs to ``docs.iloc[i]``)."""
     c = cfg.curate
     table = "pretrain_documents"
-    texts = docs["text"].tolist()
-    exact = pd.Series(dedup.exact_duplicates(texts), index=docs.index)
+    docs = docs.assign(record=range(len(docs)))
+    exact = pd.Series(dedup.exact_duplicates_of_keys([r.exact_key for r in records]), index=docs.index)
     docs = drop_and_quarantine(
         docs,
         exact.notna(),
@@ -91,15 +105,9 @@ def _filter_documents(
         rule="exact_duplicate",
         details=exact.map(lambda j: f"same text as {docs.at[j, 'doc_id']}" if pd.notna(j) else ""),
     )
+    sigs = np.stack([records[i].signature for i in docs["record"]]) if len(docs) else np.zeros((0, 0), np.uint64)
     near = pd.Series(
-        dedup.near_duplicates(
-            docs["text"].tolist(),
-            shingle=c.shingle_chars,
-            permutations=c.minhash_permutations,
-            bands=c.minhash_bands,
-            threshold=c.near_duplicate_jaccard,
-            seed=cfg.seed,
-        ),
+        dedup.near_duplicates_of_signatures(sigs, bands=c.minhash_bands, threshold=c.near_duplicate_jaccard),
         index=docs.index,
         dtype=object,
     )
@@ -115,9 +123,9 @@ def _filter_documents(
     )
     # Environment text is decontaminated where it is generated, task by task (its prompts against the eval
     # prompts, table ``pretrain_prompts``); templated solutions legitimately share n-grams with eval
-    # answers, and the search corpus *is* the tools' database. The n-gram check is for free text.
-    free_text = ~docs["source"].str.startswith("env-")
-    shared = docs["text"].where(free_text, "").map(index.shared_ngram)
+    # answers, and the search corpus *is* the tools' database. The n-gram check is for free text (the map
+    # looked it up only there).
+    shared = pd.Series([records[i].shared_ngram for i in docs["record"]], index=docs.index, dtype=object)
     return drop_and_quarantine(
         docs,
         shared.notna(),
@@ -164,11 +172,35 @@ def run_curation(
     extra_documents: str | None = None,
     on_bad_rows: str = "quarantine",
     progress: Progress = log.info,
+    docs_per_shard: int = DOCS_PER_SHARD,
 ) -> dict[str, Any]:
-    """Run the whole curation stage; returns the contract report (also written to ``contract_report.json``)."""
+    """Run the whole curation stage in this process: every phase, each map over all its shards in turn.
+    Returns the contract report (also written to ``contract_report.json``)."""
+    with tempfile.TemporaryDirectory(prefix="ling26-curate-") as tmp:
+        work = Path(tmp)
+        shards = prepare(cfg, work / "prepared", extra_documents=extra_documents, docs_per_shard=docs_per_shard)
+        progress(f"analysing documents in {shards} shard(s)")
+        analysed = [analyse_shard(cfg, work / "prepared", i, work / "analysed" / f"{i:05d}.pkl") for i in range(shards)]
+        pieces = decide(
+            cfg, work / "prepared", analysed, work / "decided", on_bad_rows=on_bad_rows, docs_per_shard=docs_per_shard
+        )
+        progress(f"tokenizing documents in {pieces} shard(s)")
+        tokens = [tokenize_shard(work / "decided", i, work / "tokens" / f"{i:05d}.pkl") for i in range(pieces)]
+        return finish(cfg, work / "prepared", work / "decided", tokens, out_dir, progress=progress)
+
+
+def prepare(
+    cfg: PipelineConfig,
+    work: Path,
+    *,
+    extra_documents: str | None = None,
+    docs_per_shard: int = DOCS_PER_SHARD,
+    progress: Progress = log.info,
+) -> int:
+    """Phase 1: environment tables, prompt screening, the eval index, and the raw pre-training rows cut into
+    shards of ``docs_per_shard`` under ``work``; returns the number of shards."""
     from environments import all_environments
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     env_cfg, cur = cfg.environments, cfg.curate
     ledger = QuarantineLedger()
     envs = all_environments(env_cfg)
@@ -210,60 +242,143 @@ def run_curation(
             {"doc_id": f"env-corpus:{family}:{i}", "source": f"env-{family}-corpus", "text": text}
             for i, text in enumerate(envs[family].pretrain_documents())
         ]
-    # Our own sources always quarantine; ``on_bad_rows`` decides for the user's documents.
+    intakes = [raw_rows]
+    if extra_documents:
+        intakes.append(list(read_extra_documents(extra_documents)))
+    items = [IntakeItem(k, position, row) for k, rows in enumerate(intakes) for position, row in enumerate(rows)]
+    pieces = chunks(len(items), docs_per_shard)
+    for i, piece in enumerate(pieces):
+        dump(items[piece.start : piece.stop], work / f"rows-{i:05d}.pkl")
+    state = {
+        "ledger": ledger,
+        "tables_in": tables_in,
+        "eval": eval_df,
+        "kept": kept,
+        "candidates": candidates,
+        "sft": sft,
+        "index": index,
+        "intakes": len(intakes),
+    }
+    dump(state, work / "prepared.pkl")
+    return len(pieces)
+
+
+def analyse_shard(cfg: PipelineConfig, prepared: Path, shard: int, out: Path) -> Path:
+    """Phase 2, one map item: the per-document records of raw-row shard ``shard``, written to ``out``."""
+    c = cfg.curate
+    index = load(prepared / "prepared.pkl")["index"]
+    records = analyse_rows(
+        load(prepared / f"rows-{shard:05d}.pkl"),
+        index=index,
+        shingle=c.shingle_chars,
+        permutations=c.minhash_permutations,
+        seed=cfg.seed,
+    )
+    return dump(records, out)
+
+
+def decide(
+    cfg: PipelineConfig,
+    prepared: Path,
+    analysed: list[Path],
+    work: Path,
+    *,
+    on_bad_rows: str = "quarantine",
+    docs_per_shard: int = DOCS_PER_SHARD,
+    progress: Progress = log.info,
+) -> int:
+    """Phase 3, the first reduce: intake's order-dependent rules, duplicates, contamination and the split in
+    the original document order; the tokenizer trained; the kept texts cut into shards for tokenization.
+    Returns the number of those shards."""
+    cur = cfg.curate
+    state = load(prepared / "prepared.pkl")
+    ledger, tables_in = state["ledger"], state["tables_in"]
+    records = [record for path in analysed for record in load(path)]
+    # Our own sources always quarantine; ``on_bad_rows`` decides for the user's documents (intake 1).
     seen_ids: set[str] = set()
     intakes = [
         screen_documents(
-            raw_rows,
+            [r.intake_row() for r in records if r.intake == k],
             ledger,
             table="pretrain_documents",
             min_chars=cur.min_doc_chars,
             max_chars=cur.max_doc_chars,
+            on_bad_rows=on_bad_rows if k else "quarantine",
             seen_ids=seen_ids,
         )
+        for k in range(state["intakes"])
     ]
-    if extra_documents:
-        intakes.append(
-            screen_documents(
-                read_extra_documents(extra_documents),
-                ledger,
-                table="pretrain_documents",
-                min_chars=cur.min_doc_chars,
-                max_chars=cur.max_doc_chars,
-                on_bad_rows=on_bad_rows,
-                seen_ids=seen_ids,
-            )
-        )
     kept_docs = pd.concat([i.kept for i in intakes], ignore_index=True)
     tables_in["pretrain_documents"] = sum(i.rows_in for i in intakes)
+    # A kept document is the first well-formed row with its id: it claimed the id, so no later row kept it.
+    first_with_id: dict[str, DocRecord] = {}
+    for record in records:
+        if record.doc is not None:
+            first_with_id.setdefault(record.doc["doc_id"], record)
+    kept_records = [first_with_id[doc_id] for doc_id in kept_docs["doc_id"]]
 
     progress(f"deduplicating and decontaminating {len(kept_docs)} documents")
-    docs = _assign_split(_filter_documents(kept_docs, ledger, cfg, index), fraction=cur.heldout_fraction, seed=cfg.seed)
+    docs = _assign_split(
+        _filter_documents(kept_docs, kept_records, ledger, cfg, state["index"]),
+        fraction=cur.heldout_fraction,
+        seed=cfg.seed,
+    )
 
     progress("training the tokenizer")
-    train_docs = docs[docs["split"] == "train"]
-    corpus = [*train_docs["text"], *(sft["prompt"] + sft["response"])]
-    tokenizer = train_tokenizer(corpus, vocab_size=cur.vocab_size)
-    save_tokenizer(tokenizer, out_dir / "tokenizer")
-    eos_id = tokenizer.token_to_id(EOS)
+    sft = state["sft"]
+    corpus = [*docs.loc[docs["split"] == "train", "text"], *(sft["prompt"] + sft["response"])]
+    save_tokenizer(train_tokenizer(corpus, vocab_size=cur.vocab_size), work / "tokenizer")
+    pieces = chunks(len(docs), docs_per_shard)
+    for i, piece in enumerate(pieces):
+        dump(docs["text"].iloc[piece.start : piece.stop].tolist(), work / f"texts-{i:05d}.pkl")
+    dump({"ledger": ledger, "tables_in": tables_in, "docs": docs}, work / "decided.pkl")
+    return len(pieces)
+
+
+def tokenize_shard(decided: Path, shard: int, out: Path) -> Path:
+    """Phase 4, one map item: token ids (+ EOS) of each document of text shard ``shard``, written to ``out``."""
+    tokenizer = load_tokenizer(decided / "tokenizer")
+    return dump(tokenize_texts(tokenizer, load(decided / f"texts-{shard:05d}.pkl"), tokenizer.token_to_id(EOS)), out)
+
+
+def finish(
+    cfg: PipelineConfig,
+    prepared: Path,
+    decided: Path,
+    tokens: list[Path],
+    out_dir: Path,
+    *,
+    progress: Progress = log.info,
+) -> dict[str, Any]:
+    """Phase 5, the last reduce: token shards in the mixture's order, contract suites, every table and the
+    contract report written to ``out_dir``; returns the report."""
+    cur = cfg.curate
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state, final = load(prepared / "prepared.pkl"), load(decided / "decided.pkl")
+    ledger, tables_in, docs = final["ledger"], final["tables_in"], final["docs"]
+    eval_df, kept, candidates, sft, index = (state[k] for k in ("eval", "kept", "candidates", "sft", "index"))
+    shutil.copytree(decided / "tokenizer", out_dir / "tokenizer", dirs_exist_ok=True)
+    tokenizer = load_tokenizer(decided / "tokenizer")
+    doc_tokens = [piece for path in tokens for piece in load(path)]  # one array per row of docs
 
     progress("writing token shards")
-    copies = mixture_copies(train_docs, cur.env_upsample)
+    train = np.flatnonzero(docs["split"].to_numpy() == "train")
+    copies = mixture_copies(docs.iloc[train], cur.env_upsample)
     stream = [
-        (stable_seed(cfg.seed, "order", doc_id, k), text)
-        for doc_id, text, n in zip(train_docs["doc_id"], train_docs["text"], copies, strict=True)
+        (stable_seed(cfg.seed, "order", doc_id, k), row)
+        for row, doc_id, n in zip(train, docs["doc_id"].iloc[train], copies, strict=True)
         for k in range(n)
     ]
     stream.sort(key=lambda item: item[0])
     shard_entries = write_shards(
-        tokenize_documents(tokenizer, [text for _, text in stream], eos_id),
+        join_documents([doc_tokens[row] for _, row in stream]),
         out_dir / "shards",
         split="train",
         shard_tokens=cur.shard_tokens,
     )
-    heldout_docs = docs[docs["split"] == "heldout"]
+    heldout = np.flatnonzero(docs["split"].to_numpy() == "heldout")
     shard_entries += write_shards(
-        tokenize_documents(tokenizer, heldout_docs["text"].tolist(), eos_id),
+        join_documents([doc_tokens[row] for row in heldout]),
         out_dir / "shards",
         split="heldout",
         shard_tokens=cur.shard_tokens,

@@ -22,12 +22,21 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def exact_key(text: str) -> bytes:
+    """SHA-1 of the whitespace-normalised text: equal keys are exact duplicates."""
+    return hashlib.sha1(normalise(text).encode("utf-8")).digest()
+
+
 def exact_duplicates(texts: Sequence[str]) -> list[int | None]:
     """For each text, the index of its first exact (whitespace-normalised) duplicate, else None."""
+    return exact_duplicates_of_keys([exact_key(text) for text in texts])
+
+
+def exact_duplicates_of_keys(keys: Sequence[bytes]) -> list[int | None]:
+    """:func:`exact_duplicates` from precomputed :func:`exact_key` values (computed per shard by a map)."""
     first: dict[bytes, int] = {}
     out: list[int | None] = []
-    for i, text in enumerate(texts):
-        key = hashlib.sha1(normalise(text).encode("utf-8")).digest()
+    for i, key in enumerate(keys):
         out.append(first.get(key))
         first.setdefault(key, i)
     return out
@@ -60,10 +69,16 @@ def near_duplicates(
     if not texts:
         return []
     sigs = minhash_signatures(texts, shingle=shingle, permutations=permutations, seed=seed)
-    rows = permutations // bands
-    out: list[tuple[int, float] | None] = [None] * len(texts)
+    return near_duplicates_of_signatures(sigs, bands=bands, threshold=threshold)
+
+
+def near_duplicates_of_signatures(sigs: np.ndarray, *, bands: int, threshold: float) -> list[tuple[int, float] | None]:
+    """:func:`near_duplicates` from precomputed [N, P] signatures (a document's signature depends on its text
+    and the seed alone, so a map computes them per shard; the banding needs every document, in order)."""
+    rows = sigs.shape[1] // bands
+    out: list[tuple[int, float] | None] = [None] * len(sigs)
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for i in range(len(texts)):
+    for i in range(len(sigs)):
         best: tuple[int, float] | None = None
         candidates: set[int] = set()
         for band in range(bands):

@@ -19,11 +19,20 @@ TOKEN_DTYPE = np.dtype("<u2")
 
 def tokenize_documents(tokenizer, texts: Sequence[str], eos_id: int) -> np.ndarray:
     """[N_tokens] uint16: each document's ids followed by EOS, in the given order."""
+    return join_documents(document_tokens(tokenizer, texts, eos_id))
+
+
+def document_tokens(tokenizer, texts: Sequence[str], eos_id: int) -> list[np.ndarray]:
+    """One uint16 array per document: its ids followed by EOS. A document's ids depend on its text alone."""
     if tokenizer.get_vocab_size() > np.iinfo(TOKEN_DTYPE).max:
         raise ValueError(f"vocab of {tokenizer.get_vocab_size()} does not fit uint16 shards")
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    pieces = [np.asarray([*enc.ids, eos_id], dtype=TOKEN_DTYPE) for enc in encodings]
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=TOKEN_DTYPE)
+    return [np.asarray([*enc.ids, eos_id], dtype=TOKEN_DTYPE) for enc in encodings]
+
+
+def join_documents(pieces: Sequence[np.ndarray]) -> np.ndarray:
+    """[N_tokens] uint16: the documents' arrays back to back."""
+    return np.concatenate(pieces) if len(pieces) else np.zeros(0, dtype=TOKEN_DTYPE)
 
 
 def write_shards(tokens: np.ndarray, out_dir: Path, *, split: str, shard_tokens: int) -> list[dict]:

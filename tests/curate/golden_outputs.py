@@ -23,12 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def output_digests(out_dir: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``out_dir``."""
-    return {
-        path.relative_to(out_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(out_dir.rglob("*"))
-        if path.is_file()
-    }
+    """{relative path: sha256} of every file under ``out_dir``. ``config.json`` (the config itself) is left
+    out and the report's ``config_hash`` blanked: other work adds config fields, which changes both without
+    changing what curation did; the tests check those two against the config directly."""
+    digests = {}
+    for path in sorted(out_dir.rglob("*")):
+        name = path.relative_to(out_dir).as_posix()
+        if not path.is_file() or name == "config.json":
+            continue
+        data = path.read_bytes()
+        if name == "contract_report.json":
+            data = data.replace(json.loads(data)["config_hash"].encode(), b"<config_hash>")
+        digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def bad_rows_file(path: Path, leaked: tuple[str, str]) -> Path:
@@ -47,9 +54,11 @@ def bad_rows_file(path: Path, leaked: tuple[str, str]) -> Path:
         b'{"doc_id": "short", "source": "user", "text": "tiny"}',
         b'{"doc_id": "huge", "source": "user", "text": "' + b"lorem ipsum dolor sit amet " * 2000 + b'"}',
         b'{"doc_id": "user-copy", "source": "user", "text": "A perfectly   normal document about rivers and lakes."}',
-        b'{"doc_id": "near-a", "source": "user", "text": "' + b"the quick brown fox jumps over the lazy dog " * 8
+        b'{"doc_id": "near-a", "source": "user", "text": "'
+        + b"the quick brown fox jumps over the lazy dog " * 8
         + b'and then it rests"}',
-        b'{"doc_id": "near-b", "source": "user", "text": "' + b"the quick brown fox jumps over the lazy dog " * 8
+        b'{"doc_id": "near-b", "source": "user", "text": "'
+        + b"the quick brown fox jumps over the lazy dog " * 8
         + b'and then it sleeps"}',
         b'{"doc_id": "extra", "source": "user", "text": "x", "lang": "en"}',
         b'{"doc_id": "stdlib:tkinter/ttk.py#0", "source": "user", "text": "an id our own sources already use here"}',
