@@ -257,3 +257,31 @@ def test_tokens_per_day_is_linear_in_gpus_and_mfu():
     base = tokens_per_day(6e9, gpus=8, mfu=0.4, peak_tflops=989.0)
     assert base == pytest.approx(0.4 * 989e12 * 8 * 86400 / 6e9)
     assert tokens_per_day(6e9, gpus=16, mfu=0.2, peak_tflops=989.0) == pytest.approx(base)
+
+
+def test_cli_prints_the_table_and_logs_it_to_mlflow(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from configs.plan import LAYOUTS, ROW_LABELS, main
+    from lineage.paths import tracking_uri
+
+    monkeypatch.setenv("LING26_STATE_DIR", str(tmp_path))
+    # lineage.runs.configure exports MLFLOW_TRACKING_URI; keep it from leaking into later tests.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rows = main(["--profile", "tiny_cpu", "--no-log"])
+    printed = capsys.readouterr().out
+    assert all(ROW_LABELS[key] in printed for key in rows)
+    assert "vllm serve data/publish/hf_model --trust-remote-code --tensor-parallel-size 1" in printed
+    assert not (tmp_path / "mlflow.db").exists()
+
+    rows = main(["--profile", "tiny_cpu", "--mfu", "0.5", "--gpus", "4"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = mlflow.MlflowClient(tracking_uri(None))
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ling26-pipeline").experiment_id], "tags.`ling26.plan` = 'tiny_cpu'"
+    )
+    assert run.data.params["mfu"] == "0.5" and run.data.params["gpus"] == "4"
+    assert run.data.metrics["hybrid.params_total"] == param_count(tiny_model(), "hybrid").main
+    assert len(run.data.metrics) == len(rows) * len(LAYOUTS)
+    table = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/plan.md")
+    assert table.splitlines()[0].startswith("| quantity |") and len(table.splitlines()) == len(rows) + 2
