@@ -16,6 +16,13 @@ How it is driven, and why:
 - DeepSpeed's optimizer state dicts hold a ``LossScaler`` object and namedtuple slice maps, which need
   pickle. The scaler is kept as its attributes and set back into the live scaler; the slice maps are
   rebuilt at initialize and read only by DeepSpeed's universal checkpoints, so they are dropped.
+- Under ZeRO-3 every MoE block is a DeepSpeed "leaf module": its parameters (router, all experts, shared
+  expert) are gathered together when the block starts. ZeRO-3 otherwise gathers module by module as they
+  run and needs every rank to run the same modules in the same order, which a MoE block does not: which
+  experts run, and whether they run as one padded ``bmm`` over stacked weights or one by one, depends on
+  the rank's tokens. Ranks then issue different all-gathers and the collective aborts (gloo: "Received
+  data size doesn't match expected size"); tests/training/test_equivalence_classes.py trains two ranks
+  whose blocks take different paths.
 - Weights move only through the engine: ``load_full_state_dict`` and ``full_state_dict`` gather each ZeRO-3
   parameter (one at a time, to bound memory), and ``full_module`` hands out a plain replica with the full
   weights, built from a meta-device skeleton copied before ZeRO-3 partitioned the model (no second copy
@@ -34,10 +41,12 @@ import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+from deepspeed.utils import set_z3_leaf_modules
 from torch import nn
 
 from configs.training import EngineConfig, OptimConfig
 from kernels.dispatch import default_device
+from model.moe import SparseMoeBlock
 from training.engine import Engine, adamw_hparams, clip_gradients, cpu_copy, trainable_param_groups
 
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
@@ -132,6 +141,9 @@ class DeepSpeedEngine(Engine):
         )
         # ZeRO-3 partitions the model in place and hooks its modules; the skeleton is taken before either.
         self._skeleton = meta_skeleton(model) if engine_cfg.zero_stage == 3 else None
+        if engine_cfg.zero_stage == 3:
+            # One gather per MoE block, identical on every rank (module docstring).
+            set_z3_leaf_modules(model, [SparseMoeBlock], raise_if_not_found=False)
         self._ds, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
         decided = default_device()
         if self._ds.device.type != decided.type:
