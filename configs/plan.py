@@ -14,10 +14,11 @@ the model code: ``sum(p.numel())``, ``count_parameters``, live decode caches, an
   E routed experts. ``non-embedding`` removes the input embedding and the lm_head.
 * Memory, DeepSpeed ZeRO-3 in bf16: 16 bytes per stored parameter (bf16 weight 2 + bf16 gradient 2 + fp32 master
   weight 4 + fp32 Adam m 4 + fp32 Adam v 4; the ZeRO paper's 2 + 2 + K=12), sharded over the data-parallel
-  ranks; plus the working set ZeRO-3 gathers: the largest layer's bf16 weights, twice (the layer computing and
-  the one prefetched); plus activations under layer-boundary checkpointing (each layer's bf16 input) and the
-  fp32 logits of one micro-batch, which ``causal_lm_forward`` materialises. Our DeepSpeed training has no expert
-  or tensor parallelism, so a MoE layer is gathered whole.
+  ranks; plus the working set ZeRO-3 gathers: the largest layer's bf16 weights twice (the layer computing and the
+  one prefetched; a MoE block is one ZeRO-3 leaf, gathered whole, as our DeepSpeed training has no expert or
+  tensor parallelism) and the stacked copy of one block's experts that our batched expert path builds; plus
+  activations under layer-boundary checkpointing (each layer's bf16 input) and the fp32 logits of one
+  micro-batch, which ``causal_lm_forward`` materialises. One layer's recomputed activations are not counted.
 * Cache: Ling-2.0 keeps bf16 K and V, 2·G·K per layer per token. The hybrid keeps per MLA layer the latent
   [c ; k_r], kv_lora_rank + qk_rope_head_dim values per token, and per Lightning layer one fp32 state H·K·K per
   sequence whatever its length; "per token" amortises that state over the context. MTP layers are never cached.
@@ -252,7 +253,11 @@ def zero3_memory(
     """Bytes per GPU of DeepSpeed ZeRO-3 bf16 training over ``data_parallel`` ranks (module docstring)."""
     count = param_count(m, layout)
     states = ZERO3_BYTES_PER_PARAM * count.stored / data_parallel
-    gathered = 2 * BF16 * _largest_layer(m, layout)
+    # SparseMoeBlock is a ZeRO-3 leaf module (training/deepspeed_engine.py): its experts are gathered at once, and
+    # the batched expert path (model/moe.py) stacks their weights into one more copy that autograd keeps.
+    has_moe = m.first_k_dense_replace < m.num_hidden_layers or m.num_nextn_predict_layers > 0
+    stacked_experts = BF16 * m.num_experts * _expert(m) if has_moe else 0
+    gathered = 2 * BF16 * _largest_layer(m, layout) + stacked_experts
     layers = m.num_hidden_layers + m.num_nextn_predict_layers
     activations = layers * micro_batch_size * seq_len * m.hidden_size * BF16
     logits = (1 + m.num_nextn_predict_layers) * micro_batch_size * seq_len * m.vocab_size * FP32
@@ -410,7 +415,7 @@ ROW_LABELS = {
     "params_active": "active parameters per token, B",
     "params_active_non_embedding": "active non-embedding, B",
     "zero3_model_states_gib_per_gpu": "ZeRO-3 model states (16 B/param / DP), GiB/GPU",
-    "zero3_gathered_layers_gib_per_gpu": "ZeRO-3 gathered layers (2 × largest, bf16), GiB/GPU",
+    "zero3_gathered_layers_gib_per_gpu": "ZeRO-3 working set (2 × largest layer + stacked experts), GiB/GPU",
     "zero3_activations_gib_per_gpu": "activations (checkpointed) + fp32 logits, GiB/GPU",
     "zero3_total_gib_per_gpu": "ZeRO-3 training total, GiB/GPU",
     "zero3_fits_gpu": "fits the GPU (1 = yes)",
@@ -546,10 +551,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     return rows
 
 
-if __name__ == "__main__":
-    main()
-
-
 __all__ = [
     "Cluster",
     "ParamCount",
@@ -565,3 +566,7 @@ __all__ = [
     "tokens_per_day",
     "zero3_memory",
 ]
+
+
+if __name__ == "__main__":
+    main()

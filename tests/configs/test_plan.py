@@ -227,13 +227,15 @@ def test_zero3_memory_accounting():
     assert one["model_states"] * 64 == ZERO3_BYTES_PER_PARAM * stored == 16 * stored
     assert two["model_states"] == one["model_states"] / 2
     assert two["gathered_layers"] == one["gathered_layers"]
-    # The gathered working set is the largest layer the model code builds, in bf16, twice (computing + prefetched).
+    # The gathered working set: the largest layer the model code builds, in bf16, twice (computing + prefetched),
+    # and one MoE block's experts stacked by the batched expert path.
     tiny = tiny_model()
     for layout in ("base", "hybrid"):
         model = _meta_model(tiny, layout)
         largest = max(sum(p.numel() for p in layer.parameters()) for layer in model.model.layers)
+        experts = sum(p.numel() for p in model.model.layers[-1].mlp.experts.parameters())
         memory = zero3_memory(tiny, layout, data_parallel=1, micro_batch_size=1, seq_len=8)
-        assert memory["gathered_layers"] == 2 * BF16 * largest
+        assert memory["gathered_layers"] == 2 * BF16 * largest + BF16 * experts
 
 
 def test_serving_suggestion_is_the_smallest_layout_that_fits():
