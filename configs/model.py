@@ -138,7 +138,8 @@ def tiny_model() -> ModelConfig:
         num_key_value_heads=2,
         head_dim=32,
         rope_theta=10000.0,
-        max_position_embeddings=512,
+        # The migration's context extension trains at 1024 = 8x pre-training's 128 (YaRN on the MLA rope).
+        max_position_embeddings=1024,
         num_experts=16,
         num_experts_per_tok=2,
         n_group=4,

@@ -69,6 +69,7 @@ class PipelineConfig:
         for name, seq_len in (
             ("pretrain.loop.seq_len", self.pretrain.loop.seq_len),
             ("migrate.seq_len", self.migrate.seq_len),
+            ("migrate.context_extension.stages[-1].seq_len", self.migrate.context_extension.max_seq_len),
             ("post_train.sft.seq_len", self.post_train.sft.seq_len),
             ("post_train.contracts.max_pair_tokens", self.post_train.contracts.max_pair_tokens),
             ("post_train.rl.max_new_tokens", self.post_train.rl.max_new_tokens),

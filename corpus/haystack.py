@@ -4,7 +4,8 @@
 ``evals.long_context.haystack`` (the evaluation's generator) under its own random stream (``NAMESPACE``), so
 no training haystack is one the evaluation reads; the contract (``data_contracts.haystack``) also quarantines
 any row whose needle names someone an evaluation haystack asks about. Lengths are drawn between an eighth of
-the longest extension stage and that stage (less room for the answer), depths uniformly in [0, 1].
+the longest extension stage (at least ``SHORTEST``) and that stage less room for the answer, depths uniformly
+in [0, 1].
 
 Outputs in the curate folder: ``haystack.parquet`` (``HaystackRow``) and ``haystack_quarantine.parquet``
 (``QuarantineRow``: the rows a rule rejected, with the rule).
@@ -28,6 +29,12 @@ QUARANTINE_FILE = "haystack_quarantine.parquet"
 NAMESPACE = "train-haystack"
 # Tokens kept free after a training prompt for " <answer>\n" (a 5-digit key is at most 6 tokens here).
 ANSWER_ROOM = 16
+# No training haystack is shorter than 64 tokens, nor than a haystack without filler (header, needle, question:
+# ~40 tokens of the tiny profile's tokenizer) with room to spare; names have at most 3 syllables and a coda.
+SHORTEST = 64
+LONGEST_BARE_PROMPT = "[recall] Find the pass key in the text.\nThe pass key of Strontaxil is 99999.\n" + (
+    "What is the pass key of Strontaxil?\n"
+)
 
 
 def train_haystacks(count_tokens: Callable[[str], int], ext: ContextExtensionConfig, *, seed: int) -> pd.DataFrame:
@@ -35,10 +42,11 @@ def train_haystacks(count_tokens: Callable[[str], int], ext: ContextExtensionCon
     from evals.long_context import haystack
 
     longest = ext.max_seq_len - ANSWER_ROOM
+    shortest = max(longest // 8, SHORTEST, count_tokens(LONGEST_BARE_PROMPT) + ANSWER_ROOM)
     rng = random.Random(f"{NAMESPACE}|draws|{seed}")
     rows = []
-    for i in range(ext.train_haystacks if longest > 0 else 0):
-        length = rng.randint(max(longest // 8, 1), longest)
+    for i in range(ext.train_haystacks if longest >= shortest else 0):
+        length = rng.randint(shortest, longest)
         depth = round(rng.random(), 3)
         stack = haystack(count_tokens, length, depth, seed * ext.train_haystacks + i, namespace=NAMESPACE)
         rows.append({"haystack_id": f"train-{seed}-{i}", "length": length, "depth": depth, "prompt": stack.prompt,

@@ -1,5 +1,6 @@
 """What the migration stage logs besides per-step metrics: inputs, the measurement table, plots (training loss
-per phase, KL vs the base after every step, the parity gate), the eval table. Works for a failed gate too (then
+per phase, KL vs the base after every step, the parity gate, retrieval by length before / after context
+extension), the eval and retrieval tables. Works for a failed gate too (then
 there is no eval and no checkpoint)."""
 
 from __future__ import annotations
@@ -22,12 +23,35 @@ def gate_title(verdict: Mapping[str, Any]) -> str:
     return f"Parity gate {word}: gap {verdict['gap_nats']:+.4f} nats, margin {verdict['margin_nats']:.4f}"
 
 
+def retrieval_by_length(table: pd.DataFrame) -> pd.DataFrame:
+    """Pass-key accuracy per length (rows) before / after extension (columns), over every depth."""
+    return table.groupby(["length", "checkpoint"])["accuracy"].mean().unstack("checkpoint")
+
+
+def retrieval_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """``retrieval.<checkpoint>.L<length>.d<depth>`` per cell, ``.L<length>`` per length and ``.all``."""
+    flat = {f"retrieval.{r.checkpoint}.L{r.length}.d{r.depth:g}": float(r.accuracy) for r in table.itertuples()}
+    for (checkpoint, length), accuracy in table.groupby(["checkpoint", "length"])["accuracy"].mean().items():
+        flat[f"retrieval.{checkpoint}.L{length}"] = float(accuracy)
+    for checkpoint, accuracy in table.groupby("checkpoint")["accuracy"].mean().items():
+        flat[f"retrieval.{checkpoint}.all"] = float(accuracy)
+    return flat
+
+
+def retrieval_figure(table: pd.DataFrame) -> Any:
+    by_length = retrieval_by_length(table)
+    lengths = [int(n) for n in by_length.index]
+    curves = {name: (lengths, by_length[name].tolist()) for name in by_length.columns}
+    return plots.line_chart(curves, title="Pass-key retrieval before / after context extension (mean over depths)",
+                            xlabel="prompt length (tokens)", ylabel="accuracy")  # fmt: skip
+
+
 def migrate_figures(metrics: Mapping[str, Any], history: History) -> dict[str, Any]:
     """{artifact path: matplotlib figure} for the loss curves, the KL per step and the gate."""
     points = metrics["steps"]
     figures: dict[str, Any] = {}
     curves = {}
-    for phase in PHASES:
+    for phase in (*PHASES, *sorted(name for name in history if name.startswith("context_extension"))):
         rows = [(step, m["loss"]) for step, m in history.get(phase, []) if "loss" in m]
         if rows:
             curves[f"{phase} (train)"] = ([s for s, _ in rows], [v for _, v in rows])
@@ -50,6 +74,9 @@ def migrate_figures(metrics: Mapping[str, Any], history: History) -> dict[str, A
         figures["plots/kl_per_conversion.png"] = plots.bar_chart(
             conversions, title="KL(before || after) of each conversion alone", ylabel="nats / token"
         )
+    retrieval = metrics.get("context_extension", {}).get("retrieval")
+    if retrieval:
+        figures["plots/retrieval_by_length.png"] = retrieval_figure(pd.DataFrame(retrieval))
     verdict = metrics.get("parity_gate")
     if verdict is not None:
         figures["plots/parity_gate.png"] = plots.bar_chart(
@@ -73,6 +100,9 @@ def record_migrate(
     for row in metrics.get("eval", []):
         flat[f"eval.{row['family']}.accuracy"] = row["accuracy"]
         flat[f"eval.{row['family']}.mean_tokens"] = row["mean_tokens"]
+    extension = metrics.get("context_extension")
+    if extension is not None:
+        flat.update(retrieval_metrics(pd.DataFrame(extension["retrieval"])))
     run.log_metrics(flat)
     run.log_dict(metrics, "migrate_metrics.json")
     points = pd.DataFrame(metrics["steps"])
@@ -81,9 +111,17 @@ def record_migrate(
         deck.append(f"<h3>{gate_title(verdict)}</h3>")
     deck += ["<h3>Held-out loss and KL vs the base after each step</h3>",
              plots.table_html(points.to_dict("records"), list(points.columns))]  # fmt: skip
-    for name in ("eval_summary.parquet", "eval_rollouts.parquet"):
+    for name in ("eval_summary.parquet", "eval_rollouts.parquet", "retrieval.parquet"):
         if (out_dir / name).exists():
             run.log_artifact(out_dir / name, "eval")
+    if extension is not None:
+        table = pd.DataFrame(extension["retrieval"])
+        by_length = retrieval_by_length(table).reset_index()
+        scaling = extension["rope_scaling"]
+        deck += [f"<h3>Context extension to {int(scaling['factor'] * scaling['original_max_position_embeddings'])} "
+                 f"tokens (YaRN factor {scaling['factor']:g}): pass-key retrieval by length</h3>",
+                 plots.table_html(by_length.to_dict("records"), list(by_length.columns)),
+                 "<h4>by length and depth</h4>", plots.table_html(table.to_dict("records"), list(table.columns))]  # fmt: skip
     if "eval" in metrics:
         rows = metrics["eval"] + metrics.get("base_eval", [])
         deck += ["<h3>Evaluation (migrated vs base)</h3>", plots.table_html(rows, list(rows[0]))]
@@ -118,6 +156,9 @@ def run_recorded(ctx: StageContext) -> StageResult:
     deck = record_migrate(run, metrics, curated, base, out_dir, history)
     summary = {k: metrics[k] for k in ("heldout_loss", "base_heldout_loss", "kl_vs_base")}
     summary.update({f"accuracy_{r['family']}": r["accuracy"] for r in metrics["eval"]})
+    if "context_extension" in metrics:
+        summary.update({k: v for k, v in retrieval_metrics(pd.DataFrame(metrics["context_extension"]["retrieval"])).items()
+                        if k.endswith(".all")})  # fmt: skip
     message = (
         f"held-out loss {metrics['heldout_loss']:.3f} (base {metrics['base_heldout_loss']:.3f}), "
         f"KL vs base {metrics['kl_vs_base']:.4f}"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from configs import resolve
-from configs.migrate import MigrateConfig, MigratePhaseConfig
+from configs.migrate import ContextExtensionConfig, ExtensionStageConfig, MigrateConfig, MigratePhaseConfig
 from configs.training import EngineConfig
 
 VOCAB = 320
@@ -39,8 +39,18 @@ def pipeline_config():
         "post_train.sft.seq_len": MODEL["max_position_embeddings"],
         "post_train.contracts.max_pair_tokens": MODEL["max_position_embeddings"],
         "lineage.dvc": False,
+        # The run's extension is migrate_config()'s (4x, within this world's 128 positions), not the profile's.
+        "migrate.context_extension.stages": [],
     }
     return resolve("tiny_cpu", overrides)
+
+
+# Context extension 32 -> 128 (4x: the world's model has 128 positions), 6 steps of 2 windows.
+EXTENSION = ContextExtensionConfig(
+    stages=(ExtensionStageConfig(seq_len=128, steps=6, lr=3e-3, warmup_steps=1, micro_batch_size=2,
+                                 long_document_fraction=0.5),),
+    train_haystacks=12, retrieval_lengths=(96, 128), retrieval_depths=(0.0, 1.0), retrieval_samples_per_cell=1,
+)  # fmt: skip
 
 
 def migrate_config(**overrides) -> MigrateConfig:
@@ -49,6 +59,7 @@ def migrate_config(**overrides) -> MigrateConfig:
         engine=EngineConfig(backend="torch"), linear_warmup=phase(8), partial_training=phase(4), mla_warmup=phase(8),
         continued_pretraining=phase(16), calibration_windows=8, heldout_windows=HELDOUT_WINDOWS, micro_batch_size=4,
         seq_len=SEQ_LEN, log_every=2, checkpoint_every=4, keep_checkpoints=2, merge_last_k=2,
+        context_extension=EXTENSION,
     )  # fmt: skip
     return dataclasses.replace(cfg, **overrides)
 
@@ -66,6 +77,7 @@ def periodic_stream(n_tokens: int, seed: int, low: int, high: int) -> np.ndarray
 
 def write_curated(cfg, out: Path) -> None:
     from corpus.env_data import prompt_frame
+    from corpus.haystack import write_haystacks
     from corpus.shards import write_shards
     from corpus.tokenizer import save_tokenizer, train_tokenizer
     from environments import get_environment
@@ -79,6 +91,11 @@ def write_curated(cfg, out: Path) -> None:
     entries = write_shards(periodic_stream(4096, 1, 8, 40), out / "shards", split="train", shard_tokens=1500)
     entries += write_shards(periodic_stream(512, 2, 8, 40), out / "shards", split="heldout", shard_tokens=1500)
     (out / "shards" / "index.json").write_text(json.dumps(entries))
+    # As the curation stage writes them, for this world's extension and evaluation grids.
+    # This world's tokenizer spends ~80 tokens on a bare haystack: the evaluation grid starts above that.
+    retrieval = dataclasses.replace(cfg.evaluate.retrieval, lengths=(128,))
+    grids = {"migrate": migrate_config(), "evaluate": dataclasses.replace(cfg.evaluate, retrieval=retrieval)}
+    write_haystacks(dataclasses.replace(cfg, **grids), out)
 
 
 def train_base(cfg, curated: Path, out: Path, steps: int = 60) -> None:

@@ -46,10 +46,20 @@ def test_record_of_a_passed_gate(passed_run, world):
         "plots/kl_vs_base.png",
         "plots/kl_per_conversion.png",
         "plots/parity_gate.png",
+        "plots/retrieval_by_length.png",
     }
     assert run.metrics["parity_gate.passed"] == 1.0 and "eval.all.accuracy" in run.metrics
-    assert set(run.artifacts) == {"eval_summary.parquet", "eval_rollouts.parquet"}
+    assert set(run.artifacts) == {"eval_summary.parquet", "eval_rollouts.parquet", "retrieval.parquet"}
     assert "Parity gate PASSED" in deck and "Evaluation (migrated vs base)" in deck
+    # Retrieval before and after extension: every cell, per length and overall, as measured.
+    table = passed_run.metrics["context_extension"]["retrieval"]
+    for row in table:
+        key = f"retrieval.{row['checkpoint']}.L{row['length']}.d{row['depth']:g}"
+        assert run.metrics[key] == row["accuracy"], key
+    for checkpoint in ("before_extension", "after_extension"):
+        rows = [r["accuracy"] for r in table if r["checkpoint"] == checkpoint]
+        assert run.metrics[f"retrieval.{checkpoint}.all"] == sum(rows) / len(rows)
+    assert "Context extension to 128 tokens (YaRN factor 4)" in deck
 
 
 def test_record_of_a_failed_gate(passed_run, world, tmp_path):

@@ -63,7 +63,10 @@ def test_run_measures_and_logs_every_step(passed_run, world):
     # Each phase trains: training steps counted through, and the step lands on the measurement after it.
     mcfg = passed_run.mcfg
     ends = np.cumsum([getattr(mcfg, p).steps for p in PHASES])
-    assert [p["step"] for p in m["steps"] if p["point"] in PHASES] == list(ends) and m["total_steps"] == ends[-1]
+    extension = sum(stage.steps for stage in mcfg.context_extension.stages)
+    assert [p["step"] for p in m["steps"] if p["point"] in PHASES] == list(ends)
+    assert m["steps"][-1]["point"] == "context_extension" and m["total_steps"] == m["steps"][-1]["step"]
+    assert m["total_steps"] == ends[-1] + extension > ends[-1]
 
     measured = [(name.removeprefix("measure."), step, logs) for name, step, logs in passed_run.logged
                 if name.startswith("measure.")]  # fmt: skip
@@ -89,8 +92,9 @@ def test_export_reloads_bit_exact(passed_run, world):
     checkpoint = passed_run.out_dir / "checkpoint"
     reloaded = load_hybrid_hf(checkpoint, base=world.cfg.model)
     (run_dir,) = passed_run.root.iterdir()
-    cpt = list_checkpoints(run_dir / "continued_pretraining")[-passed_run.mcfg.merge_last_k :]
-    merged = merge_checkpoints(cpt)
+    # The exported model is the context-extended one: the extension's last checkpoint, and its YaRN scaling.
+    merged = merge_checkpoints(list_checkpoints(run_dir / "context_extension_0")[-1:])
+    assert reloaded.config.rope_scaling.factor == 128 / SEQ_LEN
     state = reloaded.state_dict()
     assert state.keys() == merged.keys()
     assert all(torch.equal(state[k], merged[k]) for k in state)

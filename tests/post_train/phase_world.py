@@ -54,6 +54,8 @@ def pipeline_config(backend: str = "torch", **overrides):
         # Larger steps than the tiny profile's, so that a few updates move this small model measurably.
         "post_train.rl.optim.lr": 3e-3,
         "post_train.preference.optim.lr": 3e-3,
+        # No context extension in this world: its 128 positions are below the tiny profile's extended 1024.
+        "migrate.context_extension.stages": [],
     }
     return resolve("tiny_cpu", settings | overrides)
 

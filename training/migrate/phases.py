@@ -32,7 +32,7 @@ PHASES = ("linear_warmup", "partial_training", "mla_warmup", "continued_pretrain
 # Conversion steps (1, 3a, 3c); every point below is measured, in this order.
 CONVERSIONS = ("lightning", "qk_norm_fusion", "transmla")
 POINTS = ("base", "lightning", "linear_warmup", "qk_norm_fusion", "partial_training", "transmla", "mla_warmup",
-          "continued_pretraining")  # fmt: skip
+          "continued_pretraining", "context_extension")  # fmt: skip
 
 PhaseLog = Callable[[str, int, Mapping[str, float]], None]
 
@@ -113,10 +113,18 @@ def train_phase(
     data_state: dict[str, Any] | None = None,
     step_offset: int = 0,
     update_router_bias: bool = False,
+    router_bias_update_rate: float | None = None,
+    seq_len: int | None = None,
+    micro_batch_size: int | None = None,
+    make_batches: Callable[[int, int], Any] | None = None,
     on_log: PhaseLog | None = None,
 ) -> PhaseResult:
     """Train ``model`` for ``phase.steps`` steps with only what ``freeze(model)`` leaves trainable. Resumes from
-    ``checkpoint_dir`` like every training loop here; ``on_log(name, step_offset + step, metrics)``."""
+    ``checkpoint_dir`` like every training loop here; ``on_log(name, step_offset + step, metrics)``.
+
+    The context extension trains at its own ``seq_len`` and ``micro_batch_size`` (default: the stage's), on its
+    own resumable batch source ``make_batches(rank, world_size)`` (default: the train stream's windows), with
+    its own expert-bias rate (default: the model config's)."""
     from configs.training import OptimConfig, TrainLoopConfig
     from training.builder import build_engine
     from training.data import TokenBatches
@@ -136,15 +144,20 @@ def train_phase(
     optim = OptimConfig(lr=phase.lr, warmup_steps=phase.warmup_steps, min_lr_ratio=mcfg.min_lr_ratio,
                         betas=mcfg.betas, eps=mcfg.adam_eps, weight_decay=mcfg.weight_decay,
                         merge_last_k=mcfg.merge_last_k)  # fmt: skip
-    loop = TrainLoopConfig(max_steps=phase.steps, micro_batch_size=mcfg.micro_batch_size,
-                           grad_accum_steps=mcfg.grad_accum_steps, seq_len=mcfg.seq_len, log_every=mcfg.log_every,
+    seq_len = seq_len or mcfg.seq_len
+    micro_batch_size = micro_batch_size or mcfg.micro_batch_size
+    loop = TrainLoopConfig(max_steps=phase.steps, micro_batch_size=micro_batch_size,
+                           grad_accum_steps=mcfg.grad_accum_steps, seq_len=seq_len, log_every=mcfg.log_every,
                            checkpoint_every=mcfg.checkpoint_every, keep_checkpoints=mcfg.keep_checkpoints,
                            seed=data_seed)  # fmt: skip
     model.train()
     engine = build_engine(model, mcfg.engine, optim, total_steps=phase.steps, grad_accum_steps=mcfg.grad_accum_steps,
-                          micro_batch_size=mcfg.micro_batch_size)  # fmt: skip
-    batches = TokenBatches(train_tokens, mcfg.seq_len, mcfg.micro_batch_size, seed=data_seed, rank=engine.rank,
-                           world_size=engine.world_size)  # fmt: skip
+                          micro_batch_size=micro_batch_size)  # fmt: skip
+    if make_batches is None:
+        batches = TokenBatches(train_tokens, seq_len, micro_batch_size, seed=data_seed, rank=engine.rank,
+                               world_size=engine.world_size)  # fmt: skip
+    else:
+        batches = make_batches(engine.rank, engine.world_size)
     if data_state is not None:
         batches.load_state_dict(data_state)
 
@@ -158,10 +171,10 @@ def train_phase(
         if on_log is not None:
             on_log(name, step_offset + step, metrics)
 
-    rate = model.config.router_bias_update_rate
+    rate = model.config.router_bias_update_rate if router_bias_update_rate is None else router_bias_update_rate
     after_step = expert_bias_updater(engine, rate) if update_router_bias else None
     result = train(engine, batches, loss_fn, loop, checkpoint_dir=checkpoint_dir, on_log=log, after_step=after_step)
-    info.update({f"train_{k}": float(v) for k, v in result.metrics.items()})
+    info.update({f"train_{k}": float(v) for k, v in result.metrics.items()}, router_bias_update_rate=rate)
     info["resumed_from_step"] = result.resumed_from
     # Every rank continues the chain (conversions, measurements, the next phase) on full weights: under
     # ZeRO-3 engine.module holds shards, so the full module comes from the engine, gathered.

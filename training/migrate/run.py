@@ -8,13 +8,16 @@ held-out-loss parity.
     3b  partial_training        train W_qkv, QK-Norm, g_proj, g_norm                measure
     3c  convert_to_mla          TransMLA: GQA -> MLA (calibration)                  measure
     4   mla_warmup              train the MLA projections                           measure
-        continued_pretraining   train everything, merge the last k checkpoints      measure, parity gate
+        continued_pretraining   train everything, merge the last k checkpoints      measure
+        context_extension       YaRN on MLA rope, longer windows + haystacks        retrieval before/after, measure,
+                                (training.migrate.extension)                        parity gate
 
 Outputs under ``out_dir``:
   checkpoint/             the hybrid, official Ling-2.5/2.6 layout (BailingMoeV2_5ForCausalLM) + tokenizer
   eval_summary.parquet    EvalResult rows per family (+ "all"), the same eval settings as the base's
   eval_rollouts.parquet   every eval response with its verdict and token count
   metrics.json            every measurement point, per-phase training summary, conversion statistics, the gate
+  retrieval.parquet       RetrievalRow per (length, depth) before and after context extension
 A failed gate writes metrics.json (verdict included) and raises ``ParityGateFailed`` before evaluation and
 export; the phases' training checkpoints stay under ``checkpoint_root`` for inspection and resume.
 """
@@ -35,11 +38,12 @@ import torch
 from configs import PipelineConfig, config_hash
 from configs.migrate import MigrateConfig
 from evals.parity_gate import ParityGateFailed, parity_verdict
+from training.migrate.extension import extend_context
 from training.migrate.phases import Measurements, calibration_windows, heldout_windows, on_device, train_phase
 
 log = logging.getLogger(__name__)
 OnLog = Callable[[str, int, Mapping[str, float]], None]
-OUTPUTS = ("checkpoint", "eval_summary.parquet", "eval_rollouts.parquet", "metrics.json")
+OUTPUTS = ("checkpoint", "eval_summary.parquet", "eval_rollouts.parquet", "metrics.json", "retrieval.parquet")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -188,6 +192,15 @@ def run_migrate(
         cpt.info["merged_checkpoints"] = len(merged)
     model.requires_grad_(False)
     final = tracker.measure("continued_pretraining", model, step=step)
+    retrieval = None
+    if mcfg.context_extension.stages:
+        model, extension, retrieval = extend_context(model, mcfg, train_tokens, curated, run_dir=run_dir,
+                                                     data_seed=data_seed, retrieval_seed=cfg.seed, step_offset=step,
+                                                     on_log=on_log)  # fmt: skip
+        step += extension["steps"]
+        metrics["context_extension"] = {**extension, "retrieval": retrieval.to_dict("records")}
+        # The gate reads the model that is exported: the extended one, on the same short held-out windows.
+        final = tracker.measure("context_extension", model, step=step)
     metrics.update(heldout_loss=final["heldout_loss"], kl_vs_base=final["kl_vs_base"], total_steps=step)
 
     verdict = parity_verdict(metrics["base_heldout_loss"], final["heldout_loss"], mcfg.parity_margin_nats)
@@ -197,6 +210,8 @@ def run_migrate(
             raise ParityGateFailed(verdict, metrics)
         return metrics
     write_metrics(out_dir, metrics)
+    if retrieval is not None:
+        retrieval.to_parquet(out_dir / "retrieval.parquet", index=False)
     if not verdict["passed"]:
         raise ParityGateFailed(verdict, metrics)
     log.info(
