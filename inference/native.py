@@ -2,7 +2,9 @@
 
 It runs every architecture the project trains (the vLLM adapter covers those vLLM can run), and is the
 rollout engine of every stage on CPU. Rows finish independently on EOS, a stop string, or the token
-budget; finished rows stop being decoded.
+budget; finished rows stop being decoded. ``compiled_decode=True`` decodes through
+``inference.compiled_decode.DecodeStep`` (the per-token fixed cost compiled; the prefill stays the model's
+forward): worth its compile time (seconds per model) only for long generations.
 
 Shape legend: B batch rows, T time, V vocabulary.
 """
@@ -18,12 +20,20 @@ from inference.sampling import Generation, SamplingParams, sample_next
 
 
 class NativeEngine:
-    def __init__(self, model: nn.Module, tokenizer, *, eos_id: int, pad_id: int, batch_size: int = 64):
+    def __init__(
+        self, model: nn.Module, tokenizer, *, eos_id: int, pad_id: int, batch_size: int = 64,
+        compiled_decode: bool = False,
+    ):  # fmt: skip
         self.model = model
         self.tokenizer = tokenizer
         self.eos_id = eos_id
         self.pad_id = pad_id
         self.batch_size = batch_size
+        self._decode_step = None
+        if compiled_decode:
+            from inference.compiled_decode import DecodeStep
+
+            self._decode_step = DecodeStep(model)
 
     @property
     def device(self) -> torch.device:
@@ -55,6 +65,8 @@ class NativeEngine:
         for i, p in enumerate(prompt_ids):
             input_BT[i, T - len(p) :] = torch.tensor(p, device=device)
             mask_BT[i, T - len(p) :] = 1
+        if self._decode_step is not None:
+            self._decode_step.refresh()  # the weights may have been trained since the last batch
         generators = [torch.Generator().manual_seed(params.seed + row_offset + i) for i in range(B)]
         gens = [Generation(prompt_ids=list(p)) for p in prompt_ids]
         alive, done = list(range(B)), [False] * B
@@ -86,8 +98,11 @@ class NativeEngine:
             mask_BT = torch.cat([mask_BT[keep], torch.ones((len(still), 1), dtype=torch.long, device=device)], dim=1)
             cache = cache.select_rows(keep)
             step_BT = next_B[still].to(device)[:, None]
-            out = self.model(step_BT, attention_mask=mask_BT, past_key_values=cache, use_cache=True)
-            cache, logits_BV = out.past_key_values, out.logits[:, -1].float()
+            if self._decode_step is not None:
+                logits_BV = self._decode_step.step(step_BT, cache, mask_BT)[:, -1]
+            else:
+                out = self.model(step_BT, attention_mask=mask_BT, past_key_values=cache, use_cache=True)
+                cache, logits_BV = out.past_key_values, out.logits[:, -1].float()
         for g in gens:
             g.text = self.decode(g.token_ids)
             if g.finish_reason == "stop" and g.stop_string:
