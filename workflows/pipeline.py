@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from flytekit import workflow
 
-from tasks.curate.task import curate
 from tasks.distill.task import distill
 from tasks.evaluate.task import evaluate
 from tasks.kpop_rl.task import kpop_rl
@@ -16,6 +15,7 @@ from tasks.pipeline_run import close_pipeline_run, open_pipeline_run, resolve_co
 from tasks.post_train.task import post_train
 from tasks.pretrain.task import pretrain
 from tasks.publish.task import publish
+from workflows.curation import curation
 
 STAGES = ("curate", "pretrain", "migrate", "post_train", "kpop_rl", "distill", "evaluate", "publish")
 
@@ -26,7 +26,7 @@ def ling26_pipeline(profile: str = "tiny_cpu", overrides: str = "", extra_docume
     evaluation with its gate -> publishing. Returns the run summary JSON."""
     config_json = resolve_config(profile=profile, overrides=overrides)
     run_id = open_pipeline_run(config_json=config_json)
-    curated = curate(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
+    curated = curation(config_json=config_json, parent_run_id=run_id, extra_documents=extra_documents)
     base = pretrain(config_json=config_json, parent_run_id=run_id, curated=curated.out)
     hybrid = migrate(config_json=config_json, parent_run_id=run_id, curated=curated.out, base=base.out)
     instant = post_train(config_json=config_json, parent_run_id=run_id, curated=curated.out, base=hybrid.out)

@@ -79,7 +79,7 @@ def _length_plot(out_dir: Path) -> Any:
 
 def run_recorded(ctx: StageContext) -> StageResult:
     """The curation stage inside its MLflow run: curate, then record inputs, outputs and contract counts."""
-    from corpus.curation import run_curation
+    from corpus.curation import finish, run_curation
     from corpus.haystack import write_haystacks
     from tasks.common import record_sandbox_isolation
 
@@ -87,7 +87,12 @@ def run_recorded(ctx: StageContext) -> StageResult:
 
     extra = ctx.options.get("extra_documents") or None
     on_bad_rows = ctx.options.get("on_bad_rows") or "quarantine"
-    report = run_curation(ctx.cfg, ctx.out_dir, extra_documents=extra, on_bad_rows=on_bad_rows)
+    if "decided" in ctx.inputs:
+        # On Flyte the maps ran before this task (workflows.curation); only the last reduce is left.
+        tokens = sorted(ctx.inputs["tokens"].glob("*.pkl"))
+        report = finish(ctx.cfg, ctx.inputs["prepared"], ctx.inputs["decided"], tokens, ctx.out_dir)
+    else:
+        report = run_curation(ctx.cfg, ctx.out_dir, extra_documents=extra, on_bad_rows=on_bad_rows)
     deck = record_curation(ctx.run, report, ctx.out_dir, extra_documents=extra)
     write_haystacks(ctx.cfg, ctx.out_dir, run=ctx.run)  # the migration stage's context-extension retrieval data
     quarantined = sum(t["rows_quarantined"] for t in report["tables"].values())

@@ -1,8 +1,19 @@
-"""The curation stage: environments + local text -> tokenizer, token shards and contract-checked tables."""
+"""The curation stage: environments + local text -> tokenizer, token shards and contract-checked tables.
+
+On Flyte the stage task is curation's last reduce: ``workflows.curation`` runs the per-document work before it
+as ``map_task``s (``tasks.curate.fanout``) and hands it the folders they wrote. ``python -m tasks curate``
+(``dvc repro``) runs the same phases in one process.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 from flytekit import task
+from flytekit.types.directory import FlyteDirectory
+from flytekit.types.file import FlyteFile
 
 from tasks.common import stage_cache
 from tasks.stage import CliOption, Stage, StageOutputs, run_flyte_stage
@@ -25,7 +36,19 @@ STAGE = Stage(
 
 
 @task(cache=stage_cache("curate"), enable_deck=True)
-def curate(config_json: str, parent_run_id: str, extra_documents: str = "") -> StageOutputs:
+def curate(
+    config_json: str,
+    parent_run_id: str,
+    extra_documents: str,
+    prepared: FlyteDirectory,
+    decided: FlyteDirectory,
+    tokens: list[FlyteFile],
+) -> StageOutputs:
     """Environments + local text -> tokenizer, token shards, SFT / candidate / RL / eval tables (contract-checked)."""
+    # The token files of the map, gathered in shard order into one folder the stage body reads.
+    gathered = Path(tempfile.mkdtemp(prefix="ling26-curate-tokens-"))
+    for i, file in enumerate(tokens):
+        shutil.copyfile(file.download(), gathered / f"{i:05d}.pkl")
     options = {"extra_documents": extra_documents, "on_bad_rows": "quarantine"}
-    return run_flyte_stage(STAGE, config_json, parent_run_id, inputs={}, options=options)
+    inputs = {"prepared": prepared, "decided": decided, "tokens": FlyteDirectory(str(gathered))}
+    return run_flyte_stage(STAGE, config_json, parent_run_id, inputs=inputs, options=options)

@@ -14,9 +14,11 @@ from corpus.curation import run_curation
 CASES = json.loads(GOLDEN.read_text())["cases"]
 
 
-def _assert_golden(out_dir, case, cfg):
+def _assert_golden(out_dir, case, cfg, *, stage_files=()):
+    """``stage_files``: what the stage body writes after curation proper (the haystacks), not in the golden."""
     got, want = output_digests(out_dir), CASES[case]
-    assert sorted(got) == sorted(want)
+    assert sorted(got) == sorted([*want, *stage_files])
+    got = {f: got[f] for f in want}
     assert {f: h for f, h in got.items() if want[f] != h} == {}
     assert json.loads((out_dir / "config.json").read_text()) == to_dict(cfg)
     assert json.loads((out_dir / "contract_report.json").read_text())["config_hash"] == config_hash(cfg)
@@ -34,3 +36,72 @@ def test_every_rule_decided_across_shards_is_byte_identical(small_cfg, curated, 
     extra = bad_rows_file(tmp_path / "extra.jsonl", (eval_item["prompt"], eval_item["answer"]))
     run_curation(small_cfg, tmp_path / "out", extra_documents=str(extra), docs_per_shard=docs_per_shard)
     _assert_golden(tmp_path / "out", "extra", small_cfg)
+
+
+@pytest.fixture()
+def private_flyte_cache(tmp_path, monkeypatch):
+    """Flyte's local cache in a fresh folder: a cache entry of an earlier session must not answer this one."""
+    from diskcache import Cache
+    from flytekit.core.local_cache import LocalTaskCache
+
+    monkeypatch.setattr(LocalTaskCache, "_cache", Cache(str(tmp_path / "flyte-cache")), raising=False)
+    monkeypatch.setattr(LocalTaskCache, "_initialized", True)
+
+
+@pytest.fixture()
+def phase_calls(monkeypatch):
+    """How often each curation phase ran (the Flyte tasks import them from ``corpus.curation`` when they run)."""
+    import corpus.curation as curation
+
+    calls = {}
+    for name in ("prepare", "analyse_shard", "decide", "tokenize_shard", "finish"):
+        real = getattr(curation, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(curation, name, counted)
+    return calls
+
+
+def test_flyte_map_tasks_are_byte_identical_and_cached(private_flyte_cache, phase_calls):
+    """The sub-workflow run by flytekit's local executor: the maps run once per shard, the outputs equal the
+    golden, and a second execution is served from Flyte's cache without running any phase."""
+    from pathlib import Path
+
+    from configs import resolve
+    from tasks.common import dump_config
+    from tests.curate.conftest import SMALL
+    from workflows.curation import curation
+
+    # No DVC here: the stage would version its outputs into the repository's DVC cache.
+    cfg = resolve("tiny_cpu", {**SMALL, "lineage.dvc": False})
+    docs = 120
+    first = curation(config_json=dump_config(cfg), parent_run_id="", docs_per_shard=docs)
+    from corpus.haystack import HAYSTACK_FILE, QUARANTINE_FILE
+
+    _assert_golden(Path(first.out.path), "plain", cfg, stage_files=(HAYSTACK_FILE, QUARANTINE_FILE))
+    report = json.loads((Path(first.out.path) / "contract_report.json").read_text())
+    rows_in = report["tables"]["pretrain_documents"]["rows_in"]
+    kept = report["tables"]["pretrain_documents"]["rows_kept"]
+    assert phase_calls == {
+        "prepare": 1,
+        "analyse_shard": -(-rows_in // docs),
+        "decide": 1,
+        "tokenize_shard": -(-kept // docs),
+        "finish": 1,
+    }
+    assert phase_calls["analyse_shard"] > 1 and phase_calls["tokenize_shard"] > 1
+
+    phase_calls.clear()
+    second = curation(config_json=dump_config(cfg), parent_run_id="another-run", docs_per_shard=docs)
+    assert phase_calls == {}
+    assert second.report_json == first.report_json
+
+
+def test_the_workflow_default_shard_size_is_the_library_one():
+    from corpus.shard_work import DOCS_PER_SHARD
+    from workflows import curation
+
+    assert curation.DOCS_PER_SHARD == DOCS_PER_SHARD
