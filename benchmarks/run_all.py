@@ -18,9 +18,8 @@ def main() -> int:
     print("== generation: native vs vLLM ==", flush=True)
     checkpoint = stage_dir("pretrain") / "checkpoint"
     generation.main(["--checkpoint", str(checkpoint)] if (Path(checkpoint) / "config.json").exists() else [])
-    print("== long context: hybrid vs GQA base decode, cache bytes, prefill ==", flush=True)
+    print("== long context: hybrid vs GQA base decode (both mixes, batch 1 and 8), cache bytes, prefill ==", flush=True)
     long_context.main([])
-    long_context.main(["--batch", "8", "--no-reference"])
     migrated = stage_dir("migrate") / "checkpoint"
     if (Path(migrated) / "config.json").exists():
         print("== Lightning decay rule: official vs vLLM ==", flush=True)

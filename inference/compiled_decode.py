@@ -152,15 +152,24 @@ class DecodeStep:
     has prefilled ``cache``. The new token must be real (mask 1), as in every decode step of the engines.
 
     ``compile=False`` runs the same pieces eagerly (for comparisons; slower than the model's own forward,
-    whose MoE loops over the chosen experts instead of reading stacked weights). ``compile_options`` go to
-    ``torch.compile`` as ``options``."""
+    whose MoE loops over the chosen experts instead of reading stacked weights). ``dynamic`` is
+    ``torch.compile``'s: None (default) compiles for the first batch size and once more with a symbolic batch
+    when it changes (the engine's batch shrinks as rows finish); False compiles static shapes per batch size
+    (benchmarks). ``compile_options`` go to ``torch.compile`` as ``options``."""
 
-    def __init__(self, model: nn.Module, *, compile: bool = True, compile_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        compile: bool = True,
+        dynamic: bool | None = None,
+        compile_options: dict | None = None,
+    ) -> None:
         self.model = model
         self.backbone = model.model
         self.layers = list(self.backbone.layers[: self.backbone.num_main_layers])
         self.is_hybrid = hasattr(self.backbone, "rotary_emb_mla")
-        wrap = (lambda fn: torch.compile(fn, dynamic=None, options=compile_options)) if compile else (lambda fn: fn)
+        wrap = (lambda fn: torch.compile(fn, dynamic=dynamic, options=compile_options)) if compile else (lambda fn: fn)
         for name in PIECES:
             setattr(self, f"_{name}", wrap(globals()[name]))
         self._stacked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
