@@ -3,7 +3,8 @@
 trains: the Ling-2.0 base (GQA, ``model.ling2``; pre-training) and the Ling-2.5/2.6 hybrid (Lightning + MLA,
 ``model.hybrid``; migration onwards, and what is served).
 
-    python -m configs.plan --profile ling26_1t [--mfu 0.4] [--gpus N] [--peak-tflops 989] [--no-log]
+    python -m configs.plan --profile ling26_1t [--mfu 0.4] [--gpus N] [--peak-tflops 989] [--serve-context 32768]
+        [--serve-batch 8] [--no-log]
 
 Conventions (each formula sits in the function that computes it; tests/configs/test_plan.py checks them against
 the model code: ``sum(p.numel())``, ``count_parameters``, live decode caches, and torch's FLOP counter):
@@ -220,21 +221,30 @@ def _mtp_active(m: ModelConfig, layout: Layout) -> int:
     return _mtp_layer(m, layout) - (m.num_experts - m.num_experts_per_tok) * _expert(m)
 
 
-def flops_per_token(m: ModelConfig, layout: Layout, seq_len: int) -> dict[str, float]:
-    """Forward and training FLOPs per token of a causal sequence of ``seq_len`` tokens (module docstring)."""
-    count = param_count(m, layout)
-    keys = (seq_len + 1) / 2
+def forward_flops_per_token(m: ModelConfig, layout: Layout, keys: float) -> dict[str, float]:
+    """Forward FLOPs per token with each query attending ``keys`` keys: ``main`` (the inference path:
+    2·active non-embedding parameters + the lm_head 2·V·D + the attention mixing) and ``mtp`` (training only: each
+    MTP depth runs one more layer, GQA in the base and MLA in the hybrid, and the shared lm_head)."""
     lm_head = 2 * m.vocab_size * m.hidden_size
-    forward = 2 * count.active_non_embedding + lm_head + attention_flops_per_token(m, layout, keys)
-    mla_keys = 2 * m.num_attention_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * keys
-    gqa_keys = 4 * m.num_attention_heads * m.head_dim * keys
-    mtp_attention = gqa_keys if layout == "base" else mla_keys
-    # Each MTP depth runs one more layer and the shared lm_head on every position, in training only.
+    attention = attention_flops_per_token(m, layout, keys)
+    main = 2 * param_count(m, layout).active_non_embedding + lm_head + attention
+    H = m.num_attention_heads
+    if layout == "base":
+        mtp_attention = 4 * H * m.head_dim * keys
+    else:
+        mtp_attention = 2 * H * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim) * keys
     mtp = m.num_nextn_predict_layers * (2 * _mtp_active(m, layout) + lm_head + mtp_attention)
+    return {"main": main, "attention": attention, "mtp": mtp}
+
+
+def flops_per_token(m: ModelConfig, layout: Layout, seq_len: int) -> dict[str, float]:
+    """Forward and training FLOPs per token of a causal sequence of ``seq_len`` tokens: the mean query attends
+    (seq_len + 1) / 2 keys; training = 3 × (forward + MTP forward) (module docstring)."""
+    flops = forward_flops_per_token(m, layout, keys=(seq_len + 1) / 2)
     return {
-        "forward": forward,
-        "forward_attention": attention_flops_per_token(m, layout, keys),
-        "training": 3 * (forward + mtp),
+        "forward": flops["main"],
+        "forward_attention": flops["attention"],
+        "training": 3 * (flops["main"] + flops["mtp"]),
     }
 
 
@@ -337,7 +347,7 @@ class Cluster:
 
 
 def build_plan(
-    cfg, cluster: Cluster, *, gpus: int, mfu: float, peak_tflops: float, serve_batch: int
+    cfg, cluster: Cluster, *, gpus: int, mfu: float, peak_tflops: float, serve_batch: int, serve_context: int
 ) -> dict[str, dict[str, float]]:
     """Every row of the table as {row key: {layout: value}}: numbers only, units in the key."""
     m = cfg.model
@@ -361,7 +371,6 @@ def build_plan(
     def put(key: str, layout: Layout, value: float) -> None:
         rows.setdefault(key, {})[layout] = float(value)
 
-    serve_context = m.max_position_embeddings
     for layout in LAYOUTS:
         count = param_count(m, layout)
         put("params_total", layout, count.main)
@@ -523,8 +532,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         help=f"per-GPU peak dense bf16 TFLOPS (default {H100_BF16_DENSE_TFLOPS:g}: H100/H200 SXM, no sparsity)",
     )  # fmt: skip
     parser.add_argument(
-        "--serve-batch", type=int, default=8,
-        help="concurrent sequences at model.max_position_embeddings tokens each for the serving layout (8)",
+        "--serve-batch", type=int, default=8, help="concurrent sequences for the serving layout (8)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--serve-context", type=int, default=32768,
+        help="tokens per serving sequence (32768; at most model.max_position_embeddings)",
     )  # fmt: skip
     parser.add_argument(
         "--log", action=argparse.BooleanOptionalAction, default=True,
@@ -534,13 +546,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     cfg = resolve(args.profile, args.overrides)
     cluster = cluster_of(cfg)
     gpus = args.gpus or cluster.data_parallel
-    rows = build_plan(cfg, cluster, gpus=gpus, mfu=args.mfu, peak_tflops=args.peak_tflops, serve_batch=args.serve_batch)
+    serve_context = min(args.serve_context, cfg.model.max_position_embeddings)
+    rows = build_plan(
+        cfg, cluster, gpus=gpus, mfu=args.mfu, peak_tflops=args.peak_tflops, serve_batch=args.serve_batch,
+        serve_context=serve_context,
+    )  # fmt: skip
     table = render_table(rows)
     inputs = {
         "profile": cfg.profile, "data_parallel": cluster.data_parallel, "tensor_parallel": cluster.tensor_parallel,
         "expert_parallel": cluster.expert_parallel, "gpus_per_node": cluster.gpus_per_node,
         "gpu_memory_gib": cluster.gpu_memory_gib, "gpus": gpus, "mfu": args.mfu, "peak_tflops": args.peak_tflops,
-        "serve_batch": args.serve_batch, "serve_context": cfg.model.max_position_embeddings,
+        "serve_batch": args.serve_batch, "serve_context": serve_context,
     }  # fmt: skip
     print(f"plan for {cfg.profile}: {json.dumps(inputs)}")
     print(table)
@@ -559,6 +575,7 @@ __all__ = [
     "build_plan",
     "cache_bytes",
     "flops_per_token",
+    "forward_flops_per_token",
     "param_count",
     "render_table",
     "serving_memory",
