@@ -63,8 +63,9 @@ class EvalGateConfig:
 class RetrievalConfig:
     """The passkey grid: every length (prompt tokens) x every depth (0 = needle first, 1 = needle last)."""
 
-    # Up to and beyond the tiny profile's trained context (pretrain.loop.seq_len = 128, positions up to 512).
-    lengths: tuple[int, ...] = (64, 128, 256, 512)
+    # Up to and beyond the tiny profile's pre-trained context (pretrain.loop.seq_len = 128), through the context
+    # the migration extends it to (migrate.context_extension: 1024 = model.max_position_embeddings).
+    lengths: tuple[int, ...] = (64, 128, 256, 512, 1024)
     depths: tuple[float, ...] = (0.0, 0.5, 1.0)
     samples_per_cell: int = 2
     max_new_tokens: int = 12

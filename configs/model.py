@@ -168,7 +168,8 @@ def small_gpu_model() -> ModelConfig:
         num_attention_heads=12,
         num_key_value_heads=4,
         head_dim=64,
-        max_position_embeddings=4096,
+        # Pre-trained at 2,048, extended to 16,384 by the migration's mid-training (YaRN on the MLA rope).
+        max_position_embeddings=16384,
         num_experts=64,
         num_experts_per_tok=4,
         n_group=8,
@@ -198,6 +199,8 @@ def ling26_flash_model() -> ModelConfig:
         num_key_value_heads=4,
         moe_intermediate_size=1024,
         first_k_dense_replace=1,
+        # The paper's mid-training ends at 256K (METHODS §3.1).
+        max_position_embeddings=262144,
         layer_group_size=8,
         group_norm_size=8,
     )
@@ -213,7 +216,8 @@ def ling26_1t_model() -> ModelConfig:
         num_key_value_heads=8,
         moe_intermediate_size=2048,
         first_k_dense_replace=4,
-        max_position_embeddings=131072,
+        # The paper's mid-training ends at 256K (METHODS §3.1).
+        max_position_embeddings=262144,
         layer_group_size=8,
         group_norm_size=8,
     )

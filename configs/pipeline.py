@@ -20,7 +20,7 @@ from configs.cluster import ClusterConfig, paper_cluster, small_gpu_cluster
 from configs.data import CurateConfig, EnvironmentsConfig
 from configs.distill import DistillConfig
 from configs.evaluation import EvaluateConfig, scale_evaluate
-from configs.migrate import MigrateConfig, MigratePhaseConfig
+from configs.migrate import ContextExtensionConfig, ExtensionStageConfig, MigrateConfig, MigratePhaseConfig
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
 from configs.publish import HF_MAX_SHARD_BYTES, PublishConfig
 from configs.rl import KPopRLConfig, scale_kpop_rl
@@ -143,6 +143,8 @@ def small_gpu() -> PipelineConfig:
             seq_len=2048,
             checkpoint_every=100,
             merge_last_k=8,
+            # Mid-training at 8x the context, as the tiny profile (METHODS §3.3: x8 then x64; x64 does not fit).
+            extension=((16384, 1.0, 0.9),),
         ),
         post_train=PostTrainConfig(
             engine=engine,
@@ -187,16 +189,36 @@ def _migrate(
     seq_len: int,
     checkpoint_every: int,
     merge_last_k: int,
+    extension: tuple[tuple[int, float, float], ...],
 ) -> MigrateConfig:
     """Migration at scale: the paper's split of the post-conversion budget (METHODS §3.3: Lightning conversion +
     linear warmup 1.5 %, QK-norm fusion + partial training 0.5 %, MLA conversion + warmup 2 %, continued
-    pre-training 83 %; the 12.5 % mid-training at 32K-256K is not this stage), each phase warming up over 2 % of
-    its steps (§3.3) to the base's peak lr, kept through continued pre-training ("peak LR kept", §3.1)."""
+    pre-training 83 %, mid-training 12.5 % as context extension), each phase warming up over 2 % of its steps
+    (§3.3) to the base's peak lr, kept through continued pre-training and mid-training ("peak LR kept", §3.1).
+
+    ``extension``: (length, share of the mid-training tokens, long-document fraction) per stage. A stage's steps
+    keep the global batch's sequence count (1 sequence per rank and micro-step), so a step at 8x the length
+    carries 8x the tokens."""
 
     def phase(share: float) -> MigratePhaseConfig:
         steps = round(share * post_conversion_tokens / tokens_per_step)
         return MigratePhaseConfig(steps=steps, lr=lr, warmup_steps=max(1, round(0.02 * steps)))
 
+    def stage(length: int, share: float, long_fraction: float) -> ExtensionStageConfig:
+        steps = round(share * 0.125 * post_conversion_tokens / (tokens_per_step * length / seq_len))
+        return ExtensionStageConfig(seq_len=length, steps=steps, lr=lr, warmup_steps=max(1, round(0.02 * steps)),
+                                    long_document_fraction=long_fraction, micro_batch_size=micro_batch_size)  # fmt: skip
+
+    lengths = tuple(length for length, _, _ in extension)
+    context_extension = ContextExtensionConfig(
+        stages=tuple(stage(*s) for s in extension),
+        # Pass-key haystacks drawn with replacement by every step [assumption: the paper states no count; the
+        # generator tokenises sentence by sentence, so curation caps what it builds at a long context].
+        train_haystacks=20_000,
+        # The trained context, each extension length, and twice the last (beyond it, reported even at zero).
+        retrieval_lengths=tuple(sorted({seq_len, *lengths, 2 * lengths[-1]})),
+        retrieval_samples_per_cell=8,
+    )
     return MigrateConfig(
         engine=engine,
         linear_warmup=phase(0.015),
@@ -209,6 +231,7 @@ def _migrate(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=merge_last_k,
         merge_last_k=merge_last_k,
+        context_extension=context_extension,
     )
 
 
@@ -277,6 +300,9 @@ def _paper_scale(
             seq_len=4096,
             checkpoint_every=1000,
             merge_last_k=32,
+            # Mid-training 1.2 T (METHODS §3.1): 250 B at 32K (the paper keeps 20 % of its sequences at 32K there;
+            # every row here is 32K), 425 B at 32K, 525 B at 256K. 5 % of rows retrieval haystacks [assumption].
+            extension=((32768, 250 / 1200, 0.95), (32768, 425 / 1200, 0.95), (262144, 525 / 1200, 0.95)),
         ),
         post_train=PostTrainConfig(
             engine=engine,

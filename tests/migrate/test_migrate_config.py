@@ -59,3 +59,50 @@ def test_parity_verdict():
 def test_phase_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         MigrateConfig().linear_warmup.steps = 3
+
+
+def test_tiny_extension_is_eight_times_pretraining_within_the_positions():
+    from configs import resolve
+
+    cfg = resolve("tiny_cpu")
+    ext = cfg.migrate.context_extension
+    assert ext.max_seq_len >= 8 * cfg.pretrain.loop.seq_len and ext.max_seq_len <= cfg.model.max_position_embeddings
+    assert ext.router_bias_update_rate == cfg.model.router_bias_update_rate / 10  # 1e-3 -> 1e-4 (METHODS §1.2)
+    assert max(ext.retrieval_lengths) == ext.max_seq_len and max(cfg.evaluate.retrieval.lengths) >= ext.max_seq_len
+
+
+@pytest.mark.parametrize("profile", ["ling26_flash", "ling26_1t"])
+def test_paper_profiles_spell_out_the_papers_mid_training(profile):
+    from configs import resolve
+
+    cfg = resolve(profile)
+    stages = cfg.migrate.context_extension.stages
+    assert [s.seq_len for s in stages] == [32768, 32768, 262144]
+    assert cfg.model.max_position_embeddings >= 262144
+    # Tokens: sequences per step (the migration's global batch) x length x steps; 250 / 425 / 525 B = 1.2 T.
+    sequences = cfg.pretrain.optim and cfg.migrate.micro_batch_size * cfg.migrate.grad_accum_steps
+    per_step = {"ling26_flash": 8352, "ling26_1t": 18144}[profile]  # the batch in sequences (METHODS §1.1)
+    tokens = [s.steps * s.seq_len * per_step for s in stages]
+    for got, want in zip(tokens, (250e9, 425e9, 525e9), strict=True):
+        assert got == pytest.approx(want, rel=0.01)
+    assert sequences >= 1 and all(s.lr == cfg.pretrain.optim.lr for s in stages)  # peak lr kept
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"migrate.context_extension.stages": [{"seq_len": 2048, "steps": 1, "lr": 1e-3}]},
+         "migrate.context_extension.stages.*exceeds model.max_position_embeddings"),
+        ({"migrate.context_extension.stages": [{"seq_len": 512, "steps": 1, "lr": 1e-3},
+                                               {"seq_len": 256, "steps": 1, "lr": 1e-3}]}, "must not shorten"),
+        ({"migrate.context_extension.stages": [{"seq_len": 512, "steps": 1, "lr": 1e-3,
+                                                "long_document_fraction": 1.5}]}, "long_document_fraction"),
+        ({"migrate.context_extension.yarn_beta_fast": 0.5}, "yarn_beta_fast must exceed"),
+        ({"migrate.context_extension.stages": [{"seq_len": 512, "steps": 1}]}, "missing required config key"),
+    ],
+)  # fmt: skip
+def test_extension_config_fails_by_name(overrides, match):
+    from configs import resolve
+
+    with pytest.raises(ConfigError, match=match):
+        resolve("tiny_cpu", overrides)

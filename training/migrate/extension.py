@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from configs.migrate import ContextExtensionConfig, MigrateConfig
+from configs.migrate import ContextExtensionConfig, ExtensionStageConfig, MigrateConfig, MigratePhaseConfig
 from configs.model import RopeScalingConfig
 
 
@@ -131,6 +131,43 @@ def measure_retrieval(model: nn.Module, tokenizer: Any, ext: ContextExtensionCon
                               trained_context=trained_context)  # fmt: skip
 
 
+def train_stage(
+    name: str,
+    stage: ExtensionStageConfig,
+    model: nn.Module,
+    mcfg: MigrateConfig,
+    train_tokens: np.ndarray,
+    stacks: list[np.ndarray],
+    *,
+    checkpoint_dir: Path,
+    data_seed: int,
+    step_offset: int,
+    on_log: Callable[[str, int, Mapping[str, float]], None] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """One extension stage: YaRN to ``stage.seq_len``, then every parameter trained on the mix (resuming from
+    ``checkpoint_dir`` like every phase) with the extension's expert-bias rate; returns the model and its info."""
+    from model.migration import unfreeze_all
+    from training.migrate.phases import train_phase
+
+    ext = mcfg.context_extension
+    scaling = rope_scaling_for(ext, stage.seq_len, mcfg.seq_len)
+    scale_rope(model, scaling, stage.seq_len)
+
+    def make_batches(rank: int, world_size: int) -> ExtensionBatches:
+        return ExtensionBatches(train_tokens, stacks, stage.seq_len, stage.micro_batch_size,
+                                stage.long_document_fraction, data_seed, rank=rank, world_size=world_size)  # fmt: skip
+
+    phase = MigratePhaseConfig(steps=stage.steps, lr=stage.lr, warmup_steps=stage.warmup_steps)
+    result = train_phase(name, model, unfreeze_all, phase, mcfg, train_tokens, checkpoint_dir=checkpoint_dir,
+                         data_seed=data_seed, step_offset=step_offset, update_router_bias=True,
+                         router_bias_update_rate=ext.router_bias_update_rate, seq_len=stage.seq_len,
+                         micro_batch_size=stage.micro_batch_size, make_batches=make_batches,
+                         on_log=on_log)  # fmt: skip
+    info = {**result.info, "seq_len": stage.seq_len, "yarn_factor": scaling.factor,
+            "long_document_fraction": stage.long_document_fraction}  # fmt: skip
+    return result.model, info
+
+
 def extend_context(
     model: nn.Module,
     mcfg: MigrateConfig,
@@ -149,8 +186,6 @@ def extend_context(
     from corpus.haystack import HAYSTACK_FILE
     from corpus.tokenizer import EOS, load_tokenizer
     from data_contracts.haystack import HaystackRow
-    from model.migration import unfreeze_all
-    from training.migrate.phases import train_phase
 
     ext = mcfg.context_extension
     tokenizer = load_tokenizer(curated / "tokenizer")
@@ -161,26 +196,11 @@ def extend_context(
     summary: dict[str, Any] = {"haystacks": len(stacks), "stages": []}
     step = step_offset
     for index, stage in enumerate(ext.stages):
-        scaling = rope_scaling_for(ext, stage.seq_len, mcfg.seq_len)
-        scale_rope(model, scaling, stage.seq_len)
-
-        def make_batches(rank: int, world_size: int, stage=stage, index=index) -> ExtensionBatches:
-            return ExtensionBatches(train_tokens, stacks, stage.seq_len, stage.micro_batch_size,
-                                    stage.long_document_fraction, data_seed + index, rank=rank,
-                                    world_size=world_size)  # fmt: skip
-
-        phase = dataclasses.replace(mcfg.continued_pretraining, steps=stage.steps, lr=stage.lr,
-                                    warmup_steps=stage.warmup_steps)  # fmt: skip
-        result = train_phase(f"context_extension_{index}", model, unfreeze_all, phase, mcfg, train_tokens,
-                             checkpoint_dir=run_dir / f"context_extension_{index}", data_seed=data_seed + index,
-                             step_offset=step, update_router_bias=True,
-                             router_bias_update_rate=ext.router_bias_update_rate, seq_len=stage.seq_len,
-                             micro_batch_size=stage.micro_batch_size, make_batches=make_batches,
-                             on_log=on_log)  # fmt: skip
-        model = result.model
-        step += stage.steps
-        summary["stages"].append({**result.info, "seq_len": stage.seq_len, "yarn_factor": scaling.factor,
-                                  "long_document_fraction": stage.long_document_fraction})  # fmt: skip
+        name = f"context_extension_{index}"
+        model, info = train_stage(name, stage, model, mcfg, train_tokens, stacks, checkpoint_dir=run_dir / name,
+                                  data_seed=data_seed + index, step_offset=step, on_log=on_log)  # fmt: skip
+        step += info["steps"]
+        summary["stages"].append(info)
     model.requires_grad_(False)
     after = measure_retrieval(model, tokenizer, ext, checkpoint="after_extension", seed=retrieval_seed,
                               trained_context=ext.max_seq_len)  # fmt: skip
