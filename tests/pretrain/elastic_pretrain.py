@@ -1,6 +1,6 @@
-"""Subprocess entry of the Elastic test: import the pre-training task with ``LING26_PRETRAIN_NPROC`` set
-(so it is built with the kfpytorch ``Elastic`` config), call it as Flyte's local execution does, and write
-what it returned as JSON.
+"""Subprocess entry of the Elastic test: declare the pre-training task for the config's cluster (its
+``cluster.pretrain`` asks for 2 processes, so the task gets the kfpytorch ``Elastic`` config), call it as Flyte's
+local execution does, and write what it returned as JSON.
 
     python elastic_pretrain.py CONFIG_JSON_FILE PARENT_RUN_ID CURATED_DIR OUT_JSON
 """
@@ -15,9 +15,11 @@ from pathlib import Path
 def main(argv: list[str]) -> None:
     from flytekit.types.directory import FlyteDirectory
 
-    from tasks.pretrain.task import pretrain
+    from tasks.common import load_config
+    from workflows.scale import profile_task
 
     config_file, parent_run_id, curated, out_json = argv
+    pretrain = profile_task("pretrain", load_config(Path(config_file).read_text()))
     outputs = pretrain(
         config_json=Path(config_file).read_text(), parent_run_id=parent_run_id, curated=FlyteDirectory(curated)
     )

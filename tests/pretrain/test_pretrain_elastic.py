@@ -2,7 +2,8 @@
 DeepSpeed): both ranks train in lockstep, rank 0 alone writes lineage and outputs, and the task returns
 rank 0's outputs.
 
-The task runs in a subprocess because its task config is chosen when ``tasks.pretrain.task`` is imported.
+The Elastic task is the one a profile's cluster config declares (``cluster.pretrain.nproc_per_node=2`` through
+``workflows.scale.profile_task``), run in a subprocess so that torchrun's workers start from a clean process.
 Run state (MLflow store, outputs, training checkpoints) goes to this test's own folder, and Flyte's local
 cache is off, so nothing from another run can stand in for this one.
 """
@@ -23,7 +24,14 @@ from configs import config_hash, resolve, to_dict, to_json
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # ZeRO-2: the ranks must reduce the same parameter set, idle experts included (model/moe.py).
-OVERRIDES = {**SMALL, "pretrain.engine.backend": "deepspeed", "pretrain.engine.zero_stage": 2, "lineage.dvc": False}
+OVERRIDES = {
+    **SMALL,
+    "pretrain.engine.backend": "deepspeed",
+    "pretrain.engine.zero_stage": 2,
+    "lineage.dvc": False,
+    "cluster.pretrain.nproc_per_node": 2,
+    "cluster.data_parallel": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,6 @@ def elastic_run(tmp_path_factory):
         **inherited,
         "LING26_STATE_DIR": str(root / "state"),
         "LING26_DATA_DIR": str(root / "state" / "data"),
-        "LING26_PRETRAIN_NPROC": "2",
         "FLYTE_LOCAL_CACHE_ENABLED": "false",
         "OMP_NUM_THREADS": "1",
         "LING26_PROGRESS": "0",
