@@ -1,4 +1,16 @@
-"""The curation stage as a plain function: callable from Flyte, DVC (``python -m tasks.curate``) and tests.
+"""The curation stage as plain functions: callable from Flyte, DVC (``python -m tasks curate``) and tests.
+
+Five phases, each reading and writing folders, so that the per-document work can be fanned out over shards
+(``workflows.curation`` runs the two maps as Flyte ``map_task``s; :func:`run_curation` runs everything here):
+
+  prepare ─► analyse_shard × shards ─► decide ─► tokenize_shard × shards ─► finish
+
+``prepare`` builds the environment tables and the eval index and cuts the raw documents into shards;
+``analyse_shard`` computes what each document needs from nobody else (``corpus.shard_work``); ``decide``
+makes every order-dependent decision in the original document order (intake's duplicate ids and sizes,
+duplicates, contamination, the split) and trains the tokenizer; ``tokenize_shard`` encodes the kept
+documents; ``finish`` writes the outputs. The outputs equal the single loop's byte for byte, whatever the
+shard size (``tests/curate/test_fanout.py``).
 
 Outputs (all under ``out_dir``):
   tokenizer/                      byte-level BPE (tokenizer.json + HF tokenizer files)
@@ -249,6 +261,7 @@ def prepare(
     pieces = chunks(len(items), docs_per_shard)
     for i, piece in enumerate(pieces):
         dump(items[piece.start : piece.stop], work / f"rows-{i:05d}.pkl")
+    dump(index, work / "index.pkl")  # what a map item reads besides its rows
     state = {
         "ledger": ledger,
         "tables_in": tables_in,
@@ -266,10 +279,9 @@ def prepare(
 def analyse_shard(cfg: PipelineConfig, prepared: Path, shard: int, out: Path) -> Path:
     """Phase 2, one map item: the per-document records of raw-row shard ``shard``, written to ``out``."""
     c = cfg.curate
-    index = load(prepared / "prepared.pkl")["index"]
     records = analyse_rows(
         load(prepared / f"rows-{shard:05d}.pkl"),
-        index=index,
+        index=load(prepared / "index.pkl"),
         shingle=c.shingle_chars,
         permutations=c.minhash_permutations,
         seed=cfg.seed,

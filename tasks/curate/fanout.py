@@ -29,7 +29,10 @@ class Sharded(NamedTuple):
 
 
 def _scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"ling26-curate-{prefix}-"))
+    """A fresh folder in the execution's working directory (Flyte uploads what a task returns from it)."""
+    from flytekit import current_context
+
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=current_context().working_directory))
 
 
 @task(cache=CACHE)
