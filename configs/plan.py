@@ -252,22 +252,38 @@ def tokens_per_day(training_flops_per_token: float, *, gpus: int, mfu: float, pe
     return mfu * peak_tflops * 1e12 * gpus * SECONDS_PER_DAY / training_flops_per_token
 
 
-def _largest_layer(m: ModelConfig, layout: Layout) -> int:
-    sizes = [_layer(m, kind, i >= m.first_k_dense_replace) for i, kind in enumerate(attention_kinds(m, layout))]
-    return max(sizes + [_mtp_layer(m, layout)] * (m.num_nextn_predict_layers > 0))
+def _largest_gathered_layer(m: ModelConfig, layout: Layout, expert_parallel: int) -> int:
+    """Parameters of the largest layer a rank gathers: with experts split over ``expert_parallel`` ranks, a MoE
+    layer holds E / EP of its routed experts there."""
+    idle_experts = (m.num_experts - m.num_experts // expert_parallel) * _expert(m)
+    sizes = [
+        _layer(m, kind, moe) - (idle_experts if moe else 0)
+        for kind, moe in zip(
+            attention_kinds(m, layout), (i >= m.first_k_dense_replace for i in range(m.num_hidden_layers)), strict=True
+        )
+    ]
+    if m.num_nextn_predict_layers:
+        sizes.append(_mtp_layer(m, layout) - idle_experts)
+    return max(sizes)
 
 
 def zero3_memory(
-    m: ModelConfig, layout: Layout, *, data_parallel: int, micro_batch_size: int, seq_len: int
+    m: ModelConfig, layout: Layout, *, data_parallel: int, micro_batch_size: int, seq_len: int, expert_parallel: int = 1
 ) -> dict[str, float]:
-    """Bytes per GPU of DeepSpeed ZeRO-3 bf16 training over ``data_parallel`` ranks (module docstring)."""
+    """Bytes per GPU of DeepSpeed ZeRO-3 bf16 training over ``data_parallel`` ranks (module docstring).
+
+    ``expert_parallel`` > 1 is DeepSpeed-MoE's layout, which our engine does not set up: each rank holds E / EP
+    experts of every MoE block, ZeRO-3 shards them over the DP / EP ranks holding the same experts. The 16 bytes
+    per parameter still spread over all DP ranks; what shrinks is the gathered working set."""
+    if m.num_experts % expert_parallel or data_parallel % expert_parallel:
+        raise ValueError(f"expert_parallel {expert_parallel} must divide num_experts and data_parallel")
     count = param_count(m, layout)
     states = ZERO3_BYTES_PER_PARAM * count.stored / data_parallel
     # SparseMoeBlock is a ZeRO-3 leaf module (training/deepspeed_engine.py): its experts are gathered at once, and
     # the batched expert path (model/moe.py) stacks their weights into one more copy that autograd keeps.
     has_moe = m.first_k_dense_replace < m.num_hidden_layers or m.num_nextn_predict_layers > 0
-    stacked_experts = BF16 * m.num_experts * _expert(m) if has_moe else 0
-    gathered = 2 * BF16 * _largest_layer(m, layout) + stacked_experts
+    stacked_experts = BF16 * (m.num_experts // expert_parallel) * _expert(m) if has_moe else 0
+    gathered = 2 * BF16 * _largest_gathered_layer(m, layout, expert_parallel) + stacked_experts
     layers = m.num_hidden_layers + m.num_nextn_predict_layers
     activations = layers * micro_batch_size * seq_len * m.hidden_size * BF16
     logits = (1 + m.num_nextn_predict_layers) * micro_batch_size * seq_len * m.vocab_size * FP32
@@ -386,6 +402,11 @@ def build_plan(
         for part, value in memory.items():
             put(f"zero3_{part}_gib_per_gpu", layout, value / GIB)
         put("zero3_fits_gpu", layout, memory["total"] <= cluster.gpu_memory_gib * GIB)
+        with_ep = zero3_memory(
+            m, layout, data_parallel=cluster.data_parallel, micro_batch_size=micro_batch, seq_len=seq_len,
+            expert_parallel=cluster.expert_parallel,
+        )  # fmt: skip
+        put("zero3_total_with_ep_gib_per_gpu", layout, with_ep["total"] / GIB)
         for context in CONTEXTS:
             cache = cache_bytes(m, layout, context)
             put(f"cache_kib_per_token_{context // 1024}k", layout, cache["per_token_amortised"] / 1024)
@@ -428,6 +449,7 @@ ROW_LABELS = {
     "zero3_activations_gib_per_gpu": "activations (checkpointed) + fp32 logits, GiB/GPU",
     "zero3_total_gib_per_gpu": "ZeRO-3 training total, GiB/GPU",
     "zero3_fits_gpu": "fits the GPU (1 = yes)",
+    "zero3_total_with_ep_gib_per_gpu": "same, experts over cluster.expert_parallel (DeepSpeed-MoE, not our engine)",
     "train_seq_len": "training window (tokens)",
     "forward_gflop_per_token": "forward GFLOP/token",
     "attention_gflop_per_token": "  of which attention mixing",

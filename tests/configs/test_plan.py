@@ -19,8 +19,8 @@ from configs.plan import (
     GIB,
     SERVING_MEMORY_UTILIZATION,
     ZERO3_BYTES_PER_PARAM,
-    attention_flops_per_token,
     cache_bytes,
+    forward_flops_per_token,
     param_count,
     serving_memory,
     suggest_serving,
@@ -184,10 +184,9 @@ def test_paper_cache_sizes():
     assert base["per_token_amortised"] == base["per_token"]
 
 
-def _main_norm_params(model) -> int:
-    main = [model.model.norm, *model.model.layers[: model.model.num_main_layers]]
+def _norm_params(modules) -> int:
     return sum(
-        p.numel() for part in main for mod in part.modules() if isinstance(mod, RMSNorm) for p in mod.parameters()
+        p.numel() for part in modules for mod in part.modules() if isinstance(mod, RMSNorm) for p in mod.parameters()
     )
 
 
@@ -196,12 +195,13 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 
 
 @pytest.mark.parametrize("layout", ["base", "hybrid"])
-def test_forward_flops_match_torch_flop_counter(layout, monkeypatch):
+@pytest.mark.parametrize("with_mtp", [False, True], ids=["inference", "training_mtp"])
+def test_forward_flops_match_torch_flop_counter(layout, with_mtp, monkeypatch):
     """Our forward on one sequence, counted by torch: every matmul of the active parameters once per token
     (norms are elementwise, the embedding a lookup), the lm_head, and the attention mixing over all T keys (SDPA
     is counted as a full square; torch registers no formula for its CPU flash kernel, so the test maps it to the
-    formula torch uses for the GPU kernels). MoE tokens go through the per-expert loop (no padded batched path), so each
-    token runs exactly its A experts."""
+    formula torch uses for the GPU kernels). MoE tokens go through the per-expert loop (no padded batched path), so
+    each token runs exactly its A experts. With labels, the MTP layer runs too: its term of the training FLOPs."""
     monkeypatch.setattr(moe, "MAX_PADDING_RATIO", 0.0)
     m = tiny_model()
     torch.manual_seed(0)
@@ -212,10 +212,12 @@ def test_forward_flops_match_torch_flop_counter(layout, monkeypatch):
     ids = torch.randint(0, m.vocab_size, (1, T))
     cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
-        model(ids)
-    count = param_count(m, layout)
-    matmul_params = count.active_non_embedding - _main_norm_params(model) + m.vocab_size * m.hidden_size
-    expected = T * (2 * matmul_params + attention_flops_per_token(m, layout, keys=T))
+        model(ids, labels=ids if with_mtp else None)
+    flops = forward_flops_per_token(m, layout, keys=T)
+    main_layers = [model.model.norm, *model.model.layers[: model.model.num_main_layers]]
+    expected = T * flops["main"] - 2 * T * _norm_params(main_layers)
+    if with_mtp:
+        expected += T * flops["mtp"] - 2 * T * _norm_params(model.model.layers[model.model.num_main_layers :])
     assert counter.get_total_flops() == expected
 
 
@@ -236,6 +238,9 @@ def test_zero3_memory_accounting():
         experts = sum(p.numel() for p in model.model.layers[-1].mlp.experts.parameters())
         memory = zero3_memory(tiny, layout, data_parallel=1, micro_batch_size=1, seq_len=8)
         assert memory["gathered_layers"] == 2 * BF16 * largest + BF16 * experts
+        # Experts over 4 ranks: each MoE block gathers a quarter of its experts, the rest is unchanged.
+        split = zero3_memory(tiny, layout, data_parallel=4, micro_batch_size=1, seq_len=8, expert_parallel=4)
+        assert memory["gathered_layers"] - split["gathered_layers"] == 3 * BF16 * experts * 3 / 4
 
 
 def test_serving_suggestion_is_the_smallest_layout_that_fits():
