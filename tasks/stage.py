@@ -110,6 +110,13 @@ def execute(
             f"{stage.name}: upstream output {', '.join(str(inputs[m]) for m in missing)} does not exist; "
             f"run the stages before it first (make run, or dvc repro {stage.name})"
         )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and stage.worker_body is None:
+        # Otherwise ranks > 0 would return at once and rank 0 wait forever in its engine's first collective.
+        raise RuntimeError(
+            f"{stage.name} runs on one process only (its Stage declares no worker_body) but was started on "
+            f"{world_size}: give it cluster.{stage.name}.nnodes = nproc_per_node = 1, or a worker body"
+        )
     if not is_main_process():
         if stage.worker_body:
             stage.resolve(stage.worker_body)(cfg, inputs)
