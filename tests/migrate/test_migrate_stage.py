@@ -122,3 +122,6 @@ def test_gate_fails_loudly_and_a_rerun_resumes_to_the_same_numbers(passed_run, w
     # Resume == uninterrupted: identical measurements at every point, no step retrained.
     assert err.value.metrics["steps"] == passed_run.metrics["steps"]
     assert all(err.value.metrics["phases"][p]["resumed_from_step"] == getattr(mcfg, p).steps for p in PHASES)
+    stages = err.value.metrics["context_extension"]["stages"]
+    assert [s["resumed_from_step"] for s in stages] == [s.steps for s in mcfg.context_extension.stages]
+    assert err.value.metrics["context_extension"]["retrieval"] == passed_run.metrics["context_extension"]["retrieval"]
