@@ -18,6 +18,7 @@ is measured after, for the parity gate.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from torch import nn
 
 from configs.migrate import ContextExtensionConfig, ExtensionStageConfig, MigrateConfig, MigratePhaseConfig
 from configs.model import RopeScalingConfig
+
+log = logging.getLogger(__name__)
 
 
 class ExtensionBatches:
@@ -189,6 +192,7 @@ def extend_context(
 
     ext = mcfg.context_extension
     tokenizer = load_tokenizer(curated / "tokenizer")
+    log.info("migrate: context extension: retrieval before, %d lengths", len(ext.retrieval_lengths))
     before = measure_retrieval(model, tokenizer, ext, checkpoint="before_extension", seed=retrieval_seed,
                                trained_context=mcfg.seq_len)  # fmt: skip
     frame = HaystackRow.validate(pd.read_parquet(curated / HAYSTACK_FILE))
@@ -201,9 +205,12 @@ def extend_context(
                                   data_seed=data_seed + index, step_offset=step, on_log=on_log)  # fmt: skip
         step += info["steps"]
         summary["stages"].append(info)
+        log.info("migrate: %s done (%d steps at %d tokens, YaRN factor %g)", name, stage.steps, stage.seq_len,
+                 info["yarn_factor"])  # fmt: skip
     model.requires_grad_(False)
     after = measure_retrieval(model, tokenizer, ext, checkpoint="after_extension", seed=retrieval_seed,
                               trained_context=ext.max_seq_len)  # fmt: skip
+    log.info("migrate: context extension: retrieval after, mean accuracy %.3f", after["accuracy"].mean())
     summary["steps"] = step - step_offset
     summary["rope_scaling"] = dataclasses.asdict(model.config.rope_scaling)
     return model, summary, pd.concat([before, after], ignore_index=True)
