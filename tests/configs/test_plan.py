@@ -14,9 +14,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from configs.model import ModelConfig, ling26_1t_model, ling26_flash_model, small_gpu_model, tiny_model
-from configs.plan import (
+from configs.sizing import (
     BF16,
     GIB,
+    LAYOUTS,
     SERVING_MEMORY_UTILIZATION,
     ZERO3_BYTES_PER_PARAM,
     cache_bytes,
@@ -269,7 +270,7 @@ def test_tokens_per_day_is_linear_in_gpus_and_mfu():
 def test_cli_prints_the_table_and_logs_it_to_mlflow(tmp_path, monkeypatch, capsys):
     import mlflow
 
-    from configs.plan import LAYOUTS, ROW_LABELS, main
+    from configs.plan import ROW_LABELS, main
     from lineage.paths import tracking_uri
 
     monkeypatch.setenv("LING26_STATE_DIR", str(tmp_path))
