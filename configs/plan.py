@@ -13,6 +13,7 @@ import argparse
 import json
 from dataclasses import dataclass
 
+from configs.pipeline import PROFILES, PipelineConfig, resolve
 from configs.sizing import (
     GIB,
     H100_BF16_DENSE_TFLOPS,
@@ -44,7 +45,14 @@ class Cluster:
 
 
 def build_plan(
-    cfg, cluster: Cluster, *, gpus: int, mfu: float, peak_tflops: float, serve_batch: int, serve_context: int
+    cfg: PipelineConfig,
+    cluster: Cluster,
+    *,
+    gpus: int,
+    mfu: float,
+    peak_tflops: float,
+    serve_batch: int,
+    serve_context: int,
 ) -> dict[str, dict[str, float]]:
     """Every row of the table as {row key: {layout: value}}: numbers only, units in the key."""
     m = cfg.model
@@ -187,7 +195,7 @@ def serving_commands(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def cluster_of(cfg) -> Cluster:
+def cluster_of(cfg: PipelineConfig) -> Cluster:
     c = cfg.cluster
     return Cluster(
         data_parallel=c.data_parallel,
@@ -199,7 +207,9 @@ def cluster_of(cfg) -> Cluster:
     )
 
 
-def log_plan(cfg, rows: dict[str, dict[str, float]], table: str, params: dict[str, float | int | str]) -> str:
+def log_plan(
+    cfg: PipelineConfig, rows: dict[str, dict[str, float]], table: str, params: dict[str, float | int | str]
+) -> str:
     """One MLflow run in the profile's experiment (the project's embedded store unless configured): the inputs as
     params, every row as a ``<layout>.<row>`` metric, the table and the rows as artifacts. Returns the run id."""
     import mlflow
@@ -216,8 +226,6 @@ def log_plan(cfg, rows: dict[str, dict[str, float]], table: str, params: dict[st
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    from configs.pipeline import PROFILES, resolve
-
     parser = argparse.ArgumentParser(
         prog="python -m configs.plan",
         description="Print a profile's paper-scale plan (parameters, ZeRO-3 memory per GPU, cache bytes, FLOPs, "
