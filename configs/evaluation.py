@@ -135,14 +135,15 @@ class EvaluateConfig:
 
 
 def scale_evaluate() -> EvaluateConfig:
-    """The GPU-cluster evaluation: more prompts and samples, retrieval out to 128k tokens, public benchmarks."""
+    """The GPU-cluster evaluation: more prompts and samples, retrieval out to 256K tokens (the paper profiles'
+    extended context, ``migrate.context_extension``), public benchmarks."""
     return EvaluateConfig(
         prompts_per_family=500,
         max_new_tokens=4096,
         pass_k=(1, 8, 32),
         samples_per_prompt=32,
         heldout_seq_len=4096,
-        retrieval=RetrievalConfig(lengths=(4096, 16384, 32768, 65536, 131072), samples_per_cell=16),
+        retrieval=RetrievalConfig(lengths=(4096, 16384, 32768, 65536, 131072, 262144), samples_per_cell=16),
         lm_eval=LmEvalConfig(tasks=("gsm8k", "mmlu"), limit=None, batch_size=32),
         # At 500 prompts per family a rate's standard error is at most ~0.022: a 3-point drop is a regression,
         # not noise. Absolute floors depend on the model and stay off until a release sets them.
