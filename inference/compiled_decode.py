@@ -155,7 +155,9 @@ class DecodeStep:
     whose MoE loops over the chosen experts instead of reading stacked weights). ``dynamic`` is
     ``torch.compile``'s: None (default) compiles for the first batch size and once more with a symbolic batch
     when it changes (the engine's batch shrinks as rows finish); False compiles static shapes per batch size
-    (benchmarks). ``compile_options`` go to ``torch.compile`` as ``options``."""
+    (benchmarks). ``compile_options`` go to ``torch.compile`` as ``options``; the default on CPU is inductor's
+    C++ wrapper (``cpp_wrapper``), which calls the compiled kernels from C++ instead of Python: the fixed cost
+    at batch 1 fell by another ~15-20 % with it (BENCHMARKS.md "Long context")."""
 
     def __init__(
         self,
@@ -169,6 +171,8 @@ class DecodeStep:
         self.backbone = model.model
         self.layers = list(self.backbone.layers[: self.backbone.num_main_layers])
         self.is_hybrid = hasattr(self.backbone, "rotary_emb_mla")
+        if compile_options is None:
+            compile_options = {"cpp_wrapper": True} if next(model.parameters()).device.type == "cpu" else {}
         wrap = (lambda fn: torch.compile(fn, dynamic=dynamic, options=compile_options)) if compile else (lambda fn: fn)
         for name in PIECES:
             setattr(self, f"_{name}", wrap(globals()[name]))
@@ -188,7 +192,8 @@ class DecodeStep:
     @torch.no_grad()
     def step(self, ids_B1: torch.Tensor, cache, attention_mask_BS: torch.Tensor | None = None) -> torch.Tensor:
         num_past = cache.get_seq_length()
-        position_ids_B1 = default_position_ids(attention_mask_BS, num_past, 1, ids_B1.device)
+        # [B, 1] with or without a mask, so both calls share one compiled shape.
+        position_ids_B1 = default_position_ids(attention_mask_BS, num_past, 1, ids_B1.device).expand(ids_B1.shape[0], 1)
         h_B1D, tables = self._embed(self.backbone, ids_B1, position_ids_B1)
         bias_B11S = attention_bias(attention_mask_BS, 1, num_past, h_B1D.dtype, h_B1D.device)
         for i, layer in enumerate(self.layers):
