@@ -46,6 +46,12 @@ OVERRIDES = {
     "migrate.keep_checkpoints": 2,
     # A few steps cannot recover the base: the gate's own pass/fail behaviour is tested in tests/migrate.
     "migrate.parity_margin_nats": 100.0,
+    # Context extension 64 -> 256 in 2 steps; retrieval on 2 lengths x 1 depth before and after.
+    "migrate.context_extension.stages": [{"seq_len": 256, "steps": 2, "lr": 1e-3, "micro_batch_size": 2}],
+    "migrate.context_extension.train_haystacks": 8,
+    "migrate.context_extension.retrieval_lengths": [128, 256],
+    "migrate.context_extension.retrieval_depths": [0.5],
+    "migrate.context_extension.retrieval_samples_per_cell": 1,
     "post_train.sft.steps": 3,
     "post_train.sft.batch_size": 4,
     "post_train.rl.steps": 1,
