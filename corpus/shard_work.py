@@ -63,30 +63,21 @@ class DocRecord:
 def analyse_rows(
     items: Sequence[IntakeItem], *, index: EvalIndex, shingle: int, permutations: int, seed: int
 ) -> list[DocRecord]:
-    """The map function of the first pass: one record per row, in the given order."""
+    """The map function of the first pass: one record per row, in the given order. A row's record depends on
+    the row alone, never on the rest of its shard, so any cut into shards gives the same records."""
+    verdicts = [_well_formed(item.row, item.position) for item in items]
+    texts = [v["text"] for v in verdicts if not isinstance(v, _Rejected)]
+    signatures = iter(dedup.minhash_signatures(texts, shingle=shingle, permutations=permutations, seed=seed))
     records = []
-    docs = []
-    for item in items:
-        verdict = _well_formed(item.row, item.position)
+    for item, verdict in zip(items, verdicts, strict=True):
         if isinstance(verdict, _Rejected):
             records.append(DocRecord(item.intake, verdict, None, b"", None, None))
-        else:
-            docs.append(verdict)
-            records.append(DocRecord(item.intake, None, verdict, b"", None, None))
-    sigs = dedup.minhash_signatures(
-        [d["text"] for d in docs], shingle=shingle, permutations=permutations, seed=seed
-    )  # [N_docs, P]
-    out, k = [], 0
-    for record in records:
-        if record.doc is None:
-            out.append(record)
             continue
-        text = record.doc["text"]
+        text = verdict["text"]
         # Environment text is decontaminated where it is generated (see corpus.curation._filter_documents).
-        shared = None if record.doc["source"].startswith("env-") else index.shared_ngram(text)
-        out.append(DocRecord(record.intake, None, record.doc, dedup.exact_key(text), sigs[k], shared))
-        k += 1
-    return out
+        shared = None if verdict["source"].startswith("env-") else index.shared_ngram(text)
+        records.append(DocRecord(item.intake, None, verdict, dedup.exact_key(text), next(signatures), shared))
+    return records
 
 
 def tokenize_texts(tokenizer: Any, texts: Sequence[str], eos_id: int) -> list[np.ndarray]:

@@ -105,3 +105,55 @@ def test_the_workflow_default_shard_size_is_the_library_one():
     from workflows import curation
 
     assert curation.DOCS_PER_SHARD == DOCS_PER_SHARD
+
+
+def _records_equal(a, b):
+    return (
+        a.intake == b.intake
+        and a.rejected == b.rejected
+        and a.doc == b.doc
+        and a.exact_key == b.exact_key
+        and (a.signature is None) == (b.signature is None)
+        and (a.signature is None or (a.signature == b.signature).all())
+        and a.shared_ngram == b.shared_ngram
+    )
+
+
+def test_a_documents_record_does_not_depend_on_its_shard():
+    from corpus.decontaminate import EvalIndex
+    from corpus.shard_work import IntakeItem, analyse_rows
+    from data_contracts.quarantine import RawRow
+
+    index = EvalIndex.build([("what is the capital of peru", "lima is the capital of peru")], n=4, template_min_items=2)
+    rows = [
+        {"doc_id": "a", "source": "stdlib", "text": "notes: what is the capital of peru? lima."},
+        {"doc_id": "b", "source": "env-math", "text": "what is the capital of peru lima is the capital"},
+        RawRow("f.jsonl:line1", {"doc_id": None, "source": "user", "text": "no id here"}),
+        {"doc_id": "c", "source": "stdlib", "text": "an unrelated   document about rivers"},
+        RawRow("f.jsonl:line2", {"doc_id": "d", "source": "user", "text": b"caf\xe9"}),
+    ]
+    items = [IntakeItem(int(isinstance(r, RawRow)), i, r) for i, r in enumerate(rows)]
+    kwargs = {"index": index, "shingle": 5, "permutations": 16, "seed": 3}
+    whole = analyse_rows(items, **kwargs)
+    for cut in range(len(items) + 1):
+        pieces = analyse_rows(items[:cut], **kwargs) + analyse_rows(items[cut:], **kwargs)
+        assert all(_records_equal(x, y) for x, y in zip(whole, pieces, strict=True)), cut
+    assert [r.rejected.rule if r.rejected else None for r in whole] == [None, None, "null_field", None, "invalid_utf8"]
+    assert whole[0].shared_ngram == ("what", "is", "the", "capital")
+    assert whole[1].shared_ngram is None  # environment text: checked where it is generated
+    assert whole[3].shared_ngram is None
+
+
+def test_raise_mode_stops_at_the_first_bad_user_row_across_shards(small_cfg, tmp_path):
+    """The duplicate id (a reduce-side rule) comes before the blank row (a map-side rule), in another shard."""
+    from data_contracts import ContractViolation
+
+    extra = tmp_path / "extra.jsonl"
+    rows = [
+        {"doc_id": "u1", "source": "user", "text": "a first ordinary user document, long enough to keep"},
+        {"doc_id": "u1", "source": "user", "text": "a second row that reuses the id u1, long enough"},
+        {"doc_id": "blank", "source": "user", "text": "   "},
+    ]
+    extra.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ContractViolation, match=r"row 'u1' breaks rule 'duplicate_id'"):
+        run_curation(small_cfg, tmp_path / "out", extra_documents=str(extra), on_bad_rows="raise", docs_per_shard=1)
