@@ -272,6 +272,37 @@ def prefill_attention_cores(lengths: list[int], repeats: int) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def fixed_cost_cpu(cfg, batch: int, steps: int) -> dict[str, float]:
+    """F per decode step at ``PREFILL_TOKENS`` + 56 = 64 cached tokens, as CPU time of the decoding thread
+    (ms, median of ``steps`` interleaved steps after 3 warm ones), eager and compiled, for our two models.
+    CPU time on one thread instead of wall time: it barely moves when other jobs share the cores, which wall
+    time does by several times. Run with ``torch.set_num_threads(1)`` (``--fixed-cost-only`` does)."""
+    from inference.compiled_decode import DecodeStep
+    from model import HybridForCausalLM, Ling2ForCausalLM
+
+    out = {}
+    for name, model_class in ((HYBRID, HybridForCausalLM), (BASE, Ling2ForCausalLM)):
+        torch.manual_seed(0)
+        model = model_class(cfg).eval()
+        decode = DecodeStep(model, dynamic=False)
+        ids_BT = torch.randint(0, VOCAB, (batch, PREFILL_TOKENS), generator=torch.Generator().manual_seed(0))
+        next_B1, cache = _step(name, model, ids_BT, None)
+        fill_cache(cache, 64, 2 * steps + 8, seed=0)
+        rows = {
+            name: lambda ids, c, name=name, model=model: _step(name, model, ids, c),
+            name + COMPILED: lambda ids, c, decode=decode: _compiled_step(decode, ids, c),
+        }
+        times = {row: [] for row in rows}
+        for _ in range(steps + 3):
+            for row, fn in rows.items():
+                start = time.thread_time()
+                next_B1, cache = fn(next_B1, cache)
+                times[row].append(time.thread_time() - start)
+        out.update({row: 1e3 * statistics.median(t[3:]) for row, t in times.items()})
+    return out
+
+
 def check_goals(decode: dict, batch: int) -> list[dict]:
     """Issue 14's goals at ``batch`` for the eager pair and the compiled pair of our rows (those whose
     contexts were measured): the hybrid's speed-up over the base, and at batch 1 the hybrid's growth."""
@@ -355,11 +386,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--core-repeats", type=int, default=20, help="calls per decode attention core (median)")
     parser.add_argument("--prefill-lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--prefill-repeats", type=int, default=3)
+    parser.add_argument(
+        "--fixed-cost-only", action="store_true",
+        help="only F at 64 cached tokens, as one thread's CPU time (robust to a loaded machine), eager and compiled",
+    )  # fmt: skip
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args(argv)
     if len(args.layers) != len(args.layer_group_size):
         parser.error("--layers and --layer-group-size pair up: give as many of each")
 
+    if args.fixed_cost_only:
+        torch.set_num_threads(1)
+        lines = ["| layers | layer_group_size | batch | row | F, CPU ms per step |", "| --- | --- | --- | --- | --- |"]
+        report = {"fixed_cost_cpu": []}
+        for layers, group in zip(args.layers, args.layer_group_size, strict=True):
+            for batch in args.batch:
+                for row, ms in fixed_cost_cpu(bench_config(layers, group), batch, args.steps).items():
+                    report["fixed_cost_cpu"].append(
+                        {"layers": layers, "layer_group_size": group, "batch": batch, "row": row, "ms": ms}
+                    )
+                    lines.append(f"| {layers} | {group} | {batch} | {row} | {ms:.2f} |")
+        print("\n".join(lines))
+        return report
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     mixes = [measure_mix(layers, group, args) for layers, group in zip(args.layers, args.layer_group_size, strict=True)]
     cores = {batch: decode_attention_cores(args.contexts, batch, args.core_repeats) for batch in args.batch}
