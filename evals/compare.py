@@ -214,13 +214,13 @@ def compare_checkpoints(
     base=None,
     heldout_tokens: np.ndarray | None = None,
     mismatch: Mapping[str, Mapping[str, float]] | None = None,
-    trained_context: int | None = None,
+    trained_context: Mapping[str, int] | None = None,
 ) -> Comparison:
     """Evaluate each named checkpoint folder in turn (one model in memory at a time).
 
     ``base``: the ``ModelConfig`` supplying what a config.json does not carry; ``mismatch``: checkpoint name
-    -> the RL stage's mismatch summary; ``trained_context``: the context length training used, which marks
-    retrieval lengths beyond it."""
+    -> the RL stage's mismatch summary; ``trained_context``: checkpoint name -> the longest context its
+    training used (context extension lengthens it from the migration on), which marks retrieval lengths beyond it."""
     from evals.long_context import evaluate_retrieval
 
     unknown = sorted(set(mismatch or {}) - set(checkpoints))
@@ -244,7 +244,7 @@ def compare_checkpoints(
         if cfg.retrieval.lengths:
             retrieval.append(
                 evaluate_retrieval(
-                    engine, cfg.retrieval, checkpoint=name, seed=cfg.seed, trained_context=trained_context
+                    engine, cfg.retrieval, checkpoint=name, seed=cfg.seed, trained_context=(trained_context or {}).get(name)
                 )
             )
         del engine

@@ -53,6 +53,14 @@ def mismatch_summaries(folders: Mapping[str, Path]) -> dict[str, dict[str, float
     return summaries
 
 
+def trained_contexts(cfg: PipelineConfig, checkpoints: Mapping[str, Path]) -> dict[str, int]:
+    """Checkpoint name -> the longest context its training saw: pre-training's windows for the base, and from the
+    migration on (every later stage starts from the migrated model) the context extension's longest stage."""
+    pretrained = cfg.pretrain.loop.seq_len
+    extended = max(pretrained, cfg.migrate.context_extension.max_seq_len)
+    return {name: pretrained if name == "pretrain" else extended for name in checkpoints}
+
+
 def run_evaluate(cfg: PipelineConfig, curated: Path, stage_folders: Mapping[str, Path], out_dir: Path) -> Evaluation:
     """Compare ``stage_folders`` (stage name -> its output folder holding ``checkpoint/``, in pipeline order)
     and gate the last one against the one before it. Writes the outputs listed above; the caller decides
@@ -85,7 +93,7 @@ def run_evaluate(cfg: PipelineConfig, curated: Path, stage_folders: Mapping[str,
         base=cfg.model,
         heldout_tokens=read_shards(curated / "shards", "heldout"),
         mismatch=mismatch_summaries(stage_folders),
-        trained_context=cfg.pretrain.loop.seq_len,
+        trained_context=trained_contexts(cfg, checkpoints),
     )
     table = comparison.table
     names = list(checkpoints)

@@ -115,5 +115,5 @@ def comparison(world, noisy_checkpoint, eval_cfg):
         base=world.model_cfg,
         heldout_tokens=world.heldout_tokens,
         mismatch={"noisy": {"kl": 0.25, "tis_clip_fraction": 0.5}},
-        trained_context=128,
+        trained_context={"memorised": 128, "noisy": 128},
     )

@@ -3,9 +3,11 @@ says; a reader that finds the key scores 1.0 at every length and depth, one that
 
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 
+from configs.base import apply_overrides, parse_overrides
 from configs.evaluation import RetrievalConfig
 from corpus.tokenizer import train_tokenizer
 from evals.long_context import (
@@ -130,3 +132,18 @@ def test_an_oracle_reader_scores_one_everywhere():
 def test_a_wrong_reader_scores_zero_and_is_reported():
     table = evaluate_retrieval(Reader(lambda p: "Answer: 0"), CFG, checkpoint="guess")
     assert (table["accuracy"] == 0.0).all() and (table["correct"] == 0).all() and not table["beyond_context"].any()
+
+
+def test_checkpoints_from_the_migration_on_count_the_extended_context_as_trained():
+    from configs.pipeline import tiny_cpu
+    from evals.run import trained_contexts
+
+    cfg = tiny_cpu()
+    names = {name: Path(name) for name in ("pretrain", "migrate", "post_train", "distill")}
+    contexts = trained_contexts(cfg, names)
+    extended = cfg.migrate.context_extension.max_seq_len
+    assert extended >= 8 * cfg.pretrain.loop.seq_len
+    assert contexts == {"pretrain": cfg.pretrain.loop.seq_len, "migrate": extended, "post_train": extended,
+                        "distill": extended}  # fmt: skip
+    no_extension = apply_overrides(cfg, parse_overrides({"migrate.context_extension.stages": []}))
+    assert set(trained_contexts(no_extension, names).values()) == {cfg.pretrain.loop.seq_len}
