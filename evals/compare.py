@@ -244,7 +244,11 @@ def compare_checkpoints(
         if cfg.retrieval.lengths:
             retrieval.append(
                 evaluate_retrieval(
-                    engine, cfg.retrieval, checkpoint=name, seed=cfg.seed, trained_context=(trained_context or {}).get(name)
+                    engine,
+                    cfg.retrieval,
+                    checkpoint=name,
+                    seed=cfg.seed,
+                    trained_context=(trained_context or {}).get(name),
                 )
             )
         del engine
