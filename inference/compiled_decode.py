@@ -151,31 +151,20 @@ class DecodeStep:
     ``HybridForCausalLM`` (``HybridCache``) or ``Ling2ForCausalLM`` (``KVCache``), after an ordinary forward
     has prefilled ``cache``. The new token must be real (mask 1), as in every decode step of the engines.
 
-    ``compile=False`` runs the same pieces eagerly (for comparisons; slower than the model's own forward,
-    whose MoE loops over the chosen experts instead of reading stacked weights). ``dynamic`` is
-    ``torch.compile``'s: None (default) compiles for the first batch size and once more with a symbolic batch
-    when it changes (the engine's batch shrinks as rows finish); False compiles static shapes per batch size
-    (benchmarks). ``compile_options`` go to ``torch.compile`` as ``options``; the default on CPU is inductor's
-    C++ wrapper (``cpp_wrapper``), which calls the compiled kernels from C++ instead of Python: the fixed cost
-    at batch 1 fell by another ~15-20 % with it (BENCHMARKS.md "Long context")."""
+    ``dynamic`` is ``torch.compile``'s: None (default) compiles for the first batch size and once more with a
+    symbolic batch when it changes (the engine's batch shrinks as rows finish); False compiles static shapes per
+    batch size (benchmarks). On CPU the pieces use inductor's C++ wrapper (``cpp_wrapper``), which calls the
+    compiled kernels from C++ instead of Python: the fixed cost at batch 1 fell by another ~15-20 % with it
+    (BENCHMARKS.md "Long context")."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        compile: bool = True,
-        dynamic: bool | None = None,
-        compile_options: dict | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, dynamic: bool | None = None) -> None:
         self.model = model
         self.backbone = model.model
         self.layers = list(self.backbone.layers[: self.backbone.num_main_layers])
         self.is_hybrid = hasattr(self.backbone, "rotary_emb_mla")
-        if compile_options is None:
-            compile_options = {"cpp_wrapper": True} if next(model.parameters()).device.type == "cpu" else {}
-        wrap = (lambda fn: torch.compile(fn, dynamic=dynamic, options=compile_options)) if compile else (lambda fn: fn)
+        options = {"cpp_wrapper": True} if next(model.parameters()).device.type == "cpu" else {}
         for name in PIECES:
-            setattr(self, f"_{name}", wrap(globals()[name]))
+            setattr(self, f"_{name}", torch.compile(globals()[name], dynamic=dynamic, options=options))
         self._stacked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.refresh()
 
