@@ -143,6 +143,33 @@ def head(backbone, lm_head, h_B1D):
     return lm_head(backbone.norm(h_B1D)).float()
 
 
+# Below this many cached tokens per split, one SDPA call is cheaper than splitting and merging.
+MIN_SPLIT_TOKENS = 1024
+
+
+def latent_attention(q_B1ML, latent_BSL, bias_B11S, scale: float, splits: int) -> torch.Tensor:
+    """The absorbed MLA attention of one new token over the S cached latents, [B, 1, M, L].
+
+    SDPA's CPU kernel parallelises over batch x heads, and the absorbed step has one latent head: at batch 1
+    it runs on one core while the base's GQA (2 key/value heads) uses two. Unpadded rows with fewer rows than
+    ``splits`` therefore split the S tokens into ``splits`` equal parts run as heads of one call (flash-decoding),
+    plus the remainder, and merge the parts by their log-sum-exp. Same function as one SDPA call."""
+    rows, tokens, width = latent_BSL.shape
+    if bias_B11S is not None or rows >= splits or tokens < splits * MIN_SPLIT_TOKENS:
+        kv_B1SL = latent_BSL[:, None]
+        return F.scaled_dot_product_attention(q_B1ML, kv_B1SL, kv_B1SL, attn_mask=bias_B11S, scale=scale)
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    chunk, query_rows = tokens // splits, q_B1ML.shape[2]
+    main_BPCL = latent_BSL[:, : splits * chunk].view(rows, splits, chunk, width)  # P = splits, C = chunk
+    out_BPML, lse_BPM = flash(q_B1ML.expand(rows, splits, query_rows, width), main_BPCL, main_BPCL, scale=scale)[:2]
+    if tokens > splits * chunk:
+        tail_B1RL = latent_BSL[:, splits * chunk :][:, None]
+        tail_out, tail_lse = flash(q_B1ML, tail_B1RL, tail_B1RL, scale=scale)[:2]
+        out_BPML, lse_BPM = torch.cat((out_BPML, tail_out), dim=1), torch.cat((lse_BPM, tail_lse), dim=1)
+    weight_BPM = torch.softmax(lse_BPM, dim=1)
+    return (out_BPML * weight_BPM[..., None].to(out_BPML.dtype)).sum(1, keepdim=True)
+
+
 PIECES = ("embed", "lightning_layer", "mla_pre", "mla_post", "gqa_pre", "gqa_post", "head")
 
 
@@ -210,6 +237,6 @@ class DecodeStep:
         cos_B1R, sin_B1R = tables[1]
         attn: MultiLatentAttention = layer.attention
         q_B1ML, latent_B1L = self._mla_pre(layer, h_B1D, cos_B1R, sin_B1R)
-        kv_B1SL = cache.update_latent(i, latent_B1L)[:, None]
-        ctx_B1ML = F.scaled_dot_product_attention(q_B1ML, kv_B1SL, kv_B1SL, attn_mask=bias_B11S, scale=attn.scale)
+        latent_BSL = cache.update_latent(i, latent_B1L)
+        ctx_B1ML = latent_attention(q_B1ML, latent_BSL, bias_B11S, attn.scale, torch.get_num_threads())
         return self._mla_post(layer, h_B1D, ctx_B1ML, w_gate_up, w_down)

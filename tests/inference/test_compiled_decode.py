@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from configs.model import tiny_model
-from inference.compiled_decode import DecodeStep
+from inference.compiled_decode import MIN_SPLIT_TOKENS, DecodeStep, latent_attention
 from inference.native import NativeEngine
 from inference.sampling import SamplingParams
 from model import HybridForCausalLM, Ling2ForCausalLM
@@ -100,3 +100,13 @@ def test_native_engine_generates_the_same_tokens_through_the_compiled_step(model
     for want, got in zip(eager.generate(prompts, params), compiled.generate(prompts, params), strict=True):
         assert got.token_ids == want.token_ids
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("num_tokens", [2 * MIN_SPLIT_TOKENS, 3 * MIN_SPLIT_TOKENS + 5])
+def test_split_latent_attention_equals_one_sdpa_call(num_tokens):
+    gen = torch.Generator().manual_seed(num_tokens)
+    q_B1ML, latent_BSL = torch.randn(1, 1, 4, 160, generator=gen), torch.randn(1, num_tokens, 160, generator=gen)
+    kv_B1SL = latent_BSL[:, None]
+    expected = torch.nn.functional.scaled_dot_product_attention(q_B1ML, kv_B1SL, kv_B1SL, scale=0.1)
+    for splits in (2, 3):  # with and without a remainder part
+        torch.testing.assert_close(latent_attention(q_B1ML, latent_BSL, None, 0.1, splits), expected)
