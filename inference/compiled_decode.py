@@ -6,7 +6,8 @@ head), each costing more to dispatch than to compute. ``DecodeStep`` runs that f
 part whose shapes grow with the context eager: appending to the cache and the attention over it (SDPA over
 the MLA latent for the hybrid, grouped-rows SDPA over keys and values for the GQA base). So every compiled
 shape is static (batch, hidden, heads), nothing recompiles as the context grows, and both models get exactly
-the same treatment.
+the same treatment. One change to the attention itself: at batch 1 the hybrid's latent attention splits its
+cached tokens across the cores (``latent_attention``), which the base's two key/value heads already get.
 
     layer ℓ, Lightning:  h -> [norm, Lightning step on the fp32 state, dense, norm, MoE] -> h, state   (compiled)
     layer ℓ, MLA / GQA:  h -> [norm, projections, RoPE] -> q, new latent / k, v                         (compiled)
