@@ -131,11 +131,17 @@ def record_migrate(
     return "\n".join(deck)
 
 
+def checkpoint_root() -> Path:
+    """The migration's training checkpoints: the same folder on every rank, which resumes from it."""
+    from lineage.paths import state_dir
+
+    return state_dir() / "checkpoints" / "migrate"
+
+
 def run_recorded(ctx: StageContext) -> StageResult:
     """The stage inside its MLflow run: per-step metrics as they come, then plots and tables, and the parity
     verdict as a tag. A failed gate is recorded, then raised as the stage's refusal."""
     from evals.parity_gate import ParityGateFailed
-    from lineage.paths import state_dir
     from training.migrate.run import run_migrate
 
     history: History = {}
@@ -145,9 +151,9 @@ def run_recorded(ctx: StageContext) -> StageResult:
         history.setdefault(name, []).append((step, dict(metrics)))
         run.log_metrics({f"{name}.{k}": v for k, v in metrics.items()}, step=step)
 
-    checkpoint_root = state_dir() / "checkpoints" / "migrate"
     try:
-        metrics = run_migrate(cfg, cfg.migrate, curated, base, out_dir, checkpoint_root=checkpoint_root, on_log=on_log)
+        metrics = run_migrate(cfg, cfg.migrate, curated, base, out_dir, checkpoint_root=checkpoint_root(),
+                              on_log=on_log)  # fmt: skip
     except ParityGateFailed as err:
         run.set_tags({"parity_gate": "failed"})
         record_migrate(run, err.metrics, curated, base, out_dir, history)
@@ -164,3 +170,13 @@ def run_recorded(ctx: StageContext) -> StageResult:
         f"KL vs base {metrics['kl_vs_base']:.4f}"
     )
     return StageResult(summary_metrics=summary, deck_html=deck, message=message)
+
+
+def train_beside_rank0(cfg: Any, inputs: Mapping[str, Path]) -> None:
+    """A rank > 0: the same conversions and phases as rank 0, in lockstep (every phase's engine reduces over all
+    ranks), writing nothing; a failed gate fails this rank too."""
+    from lineage.paths import stage_dir
+    from training.migrate.run import run_migrate
+
+    run_migrate(cfg, cfg.migrate, inputs["curate"], inputs["pretrain"], stage_dir("migrate"),
+                checkpoint_root=checkpoint_root())  # fmt: skip

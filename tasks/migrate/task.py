@@ -1,5 +1,9 @@
 """The migration stage. A failed parity gate fails the task (after logging what it measured), so nothing
-downstream consumes a migrated model that missed the base."""
+downstream consumes a migrated model that missed the base.
+
+As for pre-training, a profile whose ``cluster.migrate`` asks for several processes runs this task under
+kfpytorch's ``Elastic``: every rank converts and trains (``train_beside_rank0`` on ranks > 0), rank 0 alone
+evaluates, exports and writes lineage."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ STAGE = Stage(
     doc="Ling-2.0 base -> Lightning + MLA hybrid (four-step migration + continued pre-training), parity-gated.",
     inputs=("curate", "pretrain"),
     body="tasks.migrate.report:run_recorded",
+    worker_body="tasks.migrate.report:train_beside_rank0",
 )
 
 

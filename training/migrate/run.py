@@ -68,6 +68,16 @@ def training_key(cfg: PipelineConfig, mcfg: MigrateConfig, digest: str) -> str:
     return config_hash({"pipeline": cfg, "migrate": dataclasses.replace(mcfg, **measured_only), "base": digest})
 
 
+def remove_stale_outputs(out_dir: Path) -> None:
+    """Rank 0's alone: the outputs are its, and two ranks removing one folder would race."""
+    for name in OUTPUTS:
+        stale = out_dir / name
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+
+
 def write_metrics(out_dir: Path, metrics: Mapping[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
@@ -86,7 +96,11 @@ def run_migrate(
     """Migrate the base at ``base/checkpoint`` on the curated shards; returns the metrics written to metrics.json.
     ``on_log(name, step, metrics)``: name is a phase (training metrics every ``log_every`` steps) or
     ``measure.<point>`` (held-out loss and KL at a measurement point); step counts optimizer steps over all phases.
-    Raises ``ParityGateFailed`` when the gate fails."""
+    Raises ``ParityGateFailed`` when the gate fails.
+
+    Under a launcher every rank calls this: the conversions are deterministic (seeded initialisation, the same
+    calibration windows on every rank), the phases train in lockstep on the same weights, so every rank holds the
+    same model at every step; rank 0 alone writes ``out_dir``, evaluates and exports."""
     from corpus.shards import read_shards
     from evals.harness import unigram_loss
     from kernels.dispatch import place
@@ -104,12 +118,8 @@ def run_migrate(
     from training.merge import load_merged
 
     torch.manual_seed(cfg.seed)
-    for name in OUTPUTS:
-        stale = out_dir / name
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+    if is_main_process():
+        remove_stale_outputs(out_dir)
     train_tokens = read_shards(curated / "shards", "train")
     heldout_tokens = read_shards(curated / "shards", "heldout")
     # The one device decision; the phases' engines keep the model there, and measurements follow the model.
