@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from configs.model import tiny_model
+from configs.model import RopeScalingConfig, tiny_model
 from inference.compiled_decode import MIN_SPLIT_TOKENS, DecodeStep, latent_attention
 from inference.native import NativeEngine
 from inference.sampling import SamplingParams
@@ -19,6 +19,9 @@ from model import HybridForCausalLM, Ling2ForCausalLM
 
 # Layer 0 dense, then MoE; the hybrid has MLA at layers 1 and 3 and Lightning at 0 and 2.
 CFG = replace(tiny_model(), num_hidden_layers=4, layer_group_size=2, num_nextn_predict_layers=0)
+# The hybrid as context extension leaves it: YaRN on the MLA rotary table and softmax scale (mscale 2 puts part of
+# the temperature on cos/sin as well), which the compiled step must read from the same places the eager one does.
+EXTENDED = replace(CFG, rope_scaling=RopeScalingConfig(factor=4.0, original_max_position_embeddings=16, mscale=2.0))
 STEPS = 4
 ATOL = 2e-5
 
@@ -26,7 +29,7 @@ ATOL = 2e-5
 @pytest.fixture(scope="module", params=[HybridForCausalLM, Ling2ForCausalLM], ids=["hybrid", "gqa_base"])
 def model_and_step(request):
     torch.manual_seed(0)
-    model = request.param(CFG).eval()
+    model = request.param(EXTENDED if request.param is HybridForCausalLM else CFG).eval()
     return model, DecodeStep(model)
 
 
