@@ -10,6 +10,8 @@
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -18,3 +20,13 @@ _STATE = tempfile.mkdtemp(prefix="ling26-test-state-")
 os.environ["LING26_STATE_DIR"] = _STATE
 os.environ["LING26_DATA_DIR"] = os.path.join(_STATE, "data")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leak():
+    """``lineage.runs.configure`` calls ``mlflow.set_tracking_uri``, which exports ``MLFLOW_TRACKING_URI``, and
+    ``lineage.paths.tracking_uri`` (like every worker process a test starts) prefers that variable: without this,
+    one test's MLflow store silently becomes the next test's. ``monkeypatch.delenv`` cannot undo it, because it
+    restores the value it removed."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -67,10 +67,9 @@ def run_stage(world, root: Path, engine: EngineConfig, nproc: int) -> Path:
     """The stage on ``nproc`` ranks with its own run state; rank 0's output folder."""
     root.mkdir(parents=True)
     (root / "config.json").write_text(to_json(config(world, engine, nproc)))
-    # An MLFLOW_TRACKING_URI left by an earlier test (mlflow.set_tracking_uri exports it) would win over the state.
-    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # The store named outright: the workers inherit this process's environment (training.launch.run_distributed).
     env = {
-        **inherited,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
         "LING26_STATE_DIR": str(root / "state"),
         "LING26_DATA_DIR": str(root / "data"),
