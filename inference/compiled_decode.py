@@ -34,7 +34,7 @@ from torch import nn
 from model.attention import Attention, attention_bias, grouped_rows_decode
 from model.layers import qk_norm_rotary
 from model.ling2 import default_position_ids
-from model.mla import MultiLatentAttention, apply_interleaved_rotary
+from model.mla import MultiLatentAttention
 from model.moe import SparseMoeBlock
 
 
@@ -86,19 +86,12 @@ def lightning_layer(layer, h_B1D, state_BHKK, cos_B1R, sin_B1R, w_gate_up, w_dow
 def mla_pre(layer, h_B1D, cos_B1R, sin_B1R):
     """MLA up to its cache: (query rows with W_UK absorbed [B, 1, M, L], the new token's latent [B, 1, L])."""
     attn: MultiLatentAttention = layer.attention
-    x_B1D = layer.input_layernorm(h_B1D)
-    B, H = x_B1D.shape[0], attn.num_heads
-    q = attn.q_proj(x_B1D) if attn.q_lora_rank is None else attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x_B1D)))
-    q_BH1K = q.view(B, 1, H, -1).transpose(1, 2)
-    q_nope_BH1N, q_rope_BH1R = q_BH1K.split([attn.nope_dim, attn.rope_dim], dim=-1)
-    c_B1C, k_rope_B1R = attn.kv_a_proj_with_mqa(x_B1D).split([attn.kv_lora_rank, attn.rope_dim], dim=-1)
-    c_B1C = attn.kv_a_layernorm(c_B1C)
-    q_rope_BH1R = apply_interleaved_rotary(q_rope_BH1R, cos_B1R, sin_B1R)
-    k_rope_B1R = apply_interleaved_rotary(k_rope_B1R[:, None], cos_B1R, sin_B1R)[:, 0]
+    B, H = h_B1D.shape[0], attn.num_heads
+    q_nope_BH1N, q_rope_BH1R, latent_B1L = attn.project(layer.input_layernorm(h_B1D), cos_B1R, sin_B1R)
     w_uk_HNC = attn.kv_b_proj.weight.view(H, attn.nope_dim + attn.v_dim, attn.kv_lora_rank)[:, : attn.nope_dim]
     q_latent_BH1C = q_nope_BH1N @ w_uk_HNC
     q_B1ML = torch.cat((q_latent_BH1C, q_rope_BH1R), dim=-1).reshape(B, 1, H, -1)
-    return q_B1ML, torch.cat((c_B1C, k_rope_B1R), dim=-1)
+    return q_B1ML, latent_B1L
 
 
 def mla_post(layer, h_B1D, ctx_B1ML, w_gate_up, w_down):

@@ -74,6 +74,21 @@ class MultiLatentAttention(nn.Module):
             mscale = yarn_mscale(factor, rope_scaling_value(scaling, "mscale_all_dim", 1.0))
         self.scale = (self.nope_dim + self.rope_dim) ** -0.5 * mscale**2
 
+    def project(
+        self, x_BTD: torch.Tensor, cos_BTR: torch.Tensor, sin_BTR: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The new tokens' queries, rotated, and their latents: (q_nope [B, H, T, Kn], q_rope [B, H, T, Kr],
+        latent [B, T, L]), L = Rc + Kr, the joint key of the absorbed path and what the cache stores."""
+        B, T, _ = x_BTD.shape
+        q = self.q_proj(x_BTD) if self.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
+        q_BHTK = q.view(B, T, self.num_heads, -1).transpose(1, 2)
+        q_nope_BHTN, q_rope_BHTR = q_BHTK.split([self.nope_dim, self.rope_dim], dim=-1)
+        c_BTC, k_rope_BTR = self.kv_a_proj_with_mqa(x_BTD).split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        c_BTC = self.kv_a_layernorm(c_BTC)
+        q_rope_BHTR = apply_interleaved_rotary(q_rope_BHTR, cos_BTR, sin_BTR)
+        k_rope_BTR = apply_interleaved_rotary(k_rope_BTR[:, None], cos_BTR, sin_BTR)[:, 0]
+        return q_nope_BHTN, q_rope_BHTR, torch.cat((c_BTC, k_rope_BTR), dim=-1)
+
     def forward(
         self,
         x_BTD: torch.Tensor,
@@ -84,15 +99,7 @@ class MultiLatentAttention(nn.Module):
         absorb: bool | None = None,
     ) -> torch.Tensor:
         B, T, _ = x_BTD.shape
-        q = self.q_proj(x_BTD) if self.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
-        q_BHTK = q.view(B, T, self.num_heads, -1).transpose(1, 2)
-        q_nope_BHTN, q_rope_BHTR = q_BHTK.split([self.nope_dim, self.rope_dim], dim=-1)
-        c_BTC, k_rope_BTR = self.kv_a_proj_with_mqa(x_BTD).split([self.kv_lora_rank, self.rope_dim], dim=-1)
-        c_BTC = self.kv_a_layernorm(c_BTC)
-        q_rope_BHTR = apply_interleaved_rotary(q_rope_BHTR, cos_BTR, sin_BTR)
-        k_rope_BTR = apply_interleaved_rotary(k_rope_BTR[:, None], cos_BTR, sin_BTR)[:, 0]
-        # L = Rc + Kr, the joint key of the absorbed path; with a cache, all S tokens once updated.
-        latent_BSL = torch.cat((c_BTC, k_rope_BTR), dim=-1)
+        q_nope_BHTN, q_rope_BHTR, latent_BSL = self.project(x_BTD, cos_BTR, sin_BTR)
         num_past = 0
         if cache is not None:
             num_past = cache.get_latent_length(self.layer_idx)
