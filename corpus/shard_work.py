@@ -24,7 +24,7 @@ from corpus.shards import document_tokens
 
 # Intake's per-row checks live in data_contracts; a row's well-formedness depends on the row alone, the
 # rules after it (duplicate_id, size) are the reduce side's, replayed through ``screen_documents``.
-from data_contracts.quarantine import IntakeRow, UnreadableRow, _Rejected, _well_formed
+from data_contracts.quarantine import IntakeRow, Rejected, UnreadableRow, well_formed
 
 DOCS_PER_SHARD = 1000
 
@@ -44,7 +44,7 @@ class DocRecord:
     """What the map learned about one raw row: the rule it broke, or the clean document and its features."""
 
     intake: int
-    rejected: _Rejected | None
+    rejected: Rejected | None
     doc: dict[str, str] | None  # doc_id, source, text
     exact_key: bytes
     signature: np.ndarray | None  # [P] uint64 MinHash
@@ -65,12 +65,12 @@ def analyse_rows(
 ) -> list[DocRecord]:
     """The map function of the first pass: one record per row, in the given order. A row's record depends on
     the row alone, never on the rest of its shard, so any cut into shards gives the same records."""
-    verdicts = [_well_formed(item.row, item.position) for item in items]
-    texts = [v["text"] for v in verdicts if not isinstance(v, _Rejected)]
+    verdicts = [well_formed(item.row, item.position) for item in items]
+    texts = [v["text"] for v in verdicts if not isinstance(v, Rejected)]
     signatures = iter(dedup.minhash_signatures(texts, shingle=shingle, permutations=permutations, seed=seed))
     records = []
     for item, verdict in zip(items, verdicts, strict=True):
-        if isinstance(verdict, _Rejected):
+        if isinstance(verdict, Rejected):
             records.append(DocRecord(item.intake, verdict, None, b"", None, None))
             continue
         text = verdict["text"]

@@ -215,7 +215,7 @@ def _unknown_field(fields: Mapping[Any, Any]) -> tuple[str, Any] | None:
 
 
 @dataclass(frozen=True)
-class _Rejected:
+class Rejected:
     row_id: Any
     rule: str
     detail: str
@@ -225,26 +225,26 @@ class _Rejected:
 IntakeRow = Mapping[str, Any] | RawRow | UnreadableRow
 
 
-def _well_formed(row: IntakeRow, position: int) -> dict[str, str] | _Rejected:
+def well_formed(row: IntakeRow, position: int) -> dict[str, str] | Rejected:
     """The row's doc_id/source/text when every field is well-formed, else the first rule it breaks."""
     if isinstance(row, UnreadableRow):
-        return _Rejected(row.origin, row.rule, row.detail, row.raw)
+        return Rejected(row.origin, row.rule, row.detail, row.raw)
     fields, where = (row.fields, row.origin) if isinstance(row, RawRow) else (row, f"#{position}")
     doc_id = fields.get("doc_id")
     if (problem := _label_problem("doc_id", doc_id)) is not None:
         # A row without a usable id is named by where it came from (file:line), else its position.
-        return _Rejected(where, *problem, fields.get("text", "") if is_missing(doc_id) else doc_id)
+        return Rejected(where, *problem, fields.get("text", "") if is_missing(doc_id) else doc_id)
     source = fields.get("source", "unknown")
     if (problem := _label_problem("source", source)) is not None:
-        return _Rejected(doc_id, *problem, source)
+        return Rejected(doc_id, *problem, source)
     if (unknown := _unknown_field(fields)) is not None:
-        return _Rejected(doc_id, "unknown_field", *unknown)
+        return Rejected(doc_id, "unknown_field", *unknown)
     text, rule, detail = decode_text(fields.get("text"))
     if rule is not None:
-        return _Rejected(doc_id, rule, detail, fields.get("text", ""))
+        return Rejected(doc_id, rule, detail, fields.get("text", ""))
     assert text is not None
     if (problem := control_problem("text", text)) is not None:
-        return _Rejected(doc_id, *problem, text)
+        return Rejected(doc_id, *problem, text)
     return {"doc_id": doc_id, "source": source, "text": text}
 
 
@@ -279,8 +279,8 @@ def screen_documents(
     rows_in = 0
     for position, row in enumerate(rows):
         rows_in += 1
-        doc = _well_formed(row, position)
-        if isinstance(doc, _Rejected):
+        doc = well_formed(row, position)
+        if isinstance(doc, Rejected):
             ledger.add(table, doc.row_id, doc.rule, doc.detail, doc.value)
             continue
         doc_id, text = doc["doc_id"], doc["text"]
