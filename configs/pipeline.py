@@ -346,8 +346,9 @@ def ling26_flash() -> PipelineConfig:
     # Ling-flash-2.0: peak lr 2.61e-4, batch 8,352 (METHODS §1.1). SFT lr 5e-6 (DeepSeek-V3; Tülu 3 8 B), DPO lr
     # 5e-7 (Tülu 3 8 B, Zephyr).
     # 58 nodes x 8 H100 = 464 ZeRO-3 ranks, accumulation 18 (8,352 = 464 x 18; node counts that divide the batch
-    # are 29, 36, 58, 87, 116, ...): 20 T tokens x 6 x 6.1 B active = 7.3e23 FLOPs, ~45 days at 40 % MFU of 989
-    # bf16 TFLOP/s [derived]. Post-training on 16 nodes: 16 B/parameter x 100 B / 128 ranks = 12.5 GB of ZeRO-3 state.
+    # are 29, 36, 58, 87, 116, ...): 20 T tokens x 6 x 6.1 B active = 7.3e23 FLOPs, ~46 days at 40 % MFU of 989
+    # bf16 TFLOP/s [derived, 6N rule; `python -m configs.plan`, counting attention, the head and MTP too, says 52].
+    # Post-training on 16 nodes: 16 B/parameter x 100 B / 128 ranks = 12.5 GB of ZeRO-3 state.
     cluster = paper_cluster(accelerator="nvidia-h100", gpu_memory_gib=80, pretrain_nodes=58, post_train_nodes=16)
     return _paper_scale(
         "ling26_flash",
@@ -364,7 +365,8 @@ def ling26_1t() -> PipelineConfig:
     # Ling-1T: peak lr 1.86e-4, batch 18,144 (METHODS §1.1). SFT lr 2e-6 and DPO lr 2e-7: Tülu 3's 70 B values,
     # the largest model a cited fine-tuning recipe gives.
     # 252 nodes x 8 H200 (141 GB) = 2,016 ZeRO-3 ranks, accumulation 9 (18,144 = 2,016 x 9): 20 T tokens x 6 x
-    # ~50 B active = 6e24 FLOPs, ~86 days at 40 % MFU [derived]; 16 B x 1 T / 2,016 = 7.9 GB of state per GPU.
+    # ~50 B active = 6e24 FLOPs, ~87 days at 40 % MFU [derived, 6N rule; the planner says 95]; 16 B x 1 T / 2,016
+    # = 7.9 GB of state per GPU.
     # Post-training on 32 nodes: 16 TB / 256 ranks = 62.5 GB of state, the rest of 141 GB for 32K-token activations.
     cluster = paper_cluster(accelerator="nvidia-h200", gpu_memory_gib=141, pretrain_nodes=252, post_train_nodes=32)
     return _paper_scale(
